@@ -1,0 +1,1 @@
+"""Prompt optimisers. Each module registers its config class with `register_algorithm`."""

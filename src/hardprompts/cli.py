@@ -1,0 +1,195 @@
+"""The ``hardprompts`` command line: eval, tune, config.
+
+Configuration precedence everywhere: defaults < ``--config`` YAML < ``--set key.sub=value``.
+User errors print one message (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hardprompts.errors import HardpromptsError
+
+app = typer.Typer(
+    help="Find short, discrete, human-readable prompts for frozen language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config field, e.g. --set train.steps=100 (repeatable)."),
+]
+
+
+def user_errors(fn):
+    """Turn HardpromptsError into a one-line message and exit status 2."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HardpromptsError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load(config: Path | None, overrides: list[str] | None, extra: list[str] = ()):
+    from hardprompts.config import load_config
+
+    return load_config(config, [*(overrides or []), *extra])
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    config: ConfigOpt = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", "-p", help="Prompt to score (repeatable).")
+    ] = None,
+    prompt_file: Annotated[
+        Path | None, typer.Option(help="File with one prompt per line (blank lines skipped).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to score: train, dev or test.")] = "test",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the JSON here.")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score prompts (or the bare template) on a split: accuracy, per-class accuracy, gap reward."""
+    from hardprompts.checkpoint import atomic_write_json
+    from hardprompts.errors import ConfigError
+    from hardprompts.metrics import prompt_scores
+    from hardprompts.progress import CountProgress
+    from hardprompts.targets import build_target
+
+    cfg = _load(config, set_)
+    prompts = list(prompt or [])
+    if prompt_file is not None:
+        if not prompt_file.is_file():
+            raise ConfigError(f"--prompt-file {prompt_file} does not exist")
+        prompts += [
+            line.strip()
+            for line in prompt_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    if not prompts:
+        prompts = [""]  # the bare template
+    target, task = build_target(cfg.target, cfg.task)
+    data = task.split(split)
+    with CountProgress(len(prompts) * len(data), f"scoring {split}", enabled=not as_json) as bar:
+        t0 = time.perf_counter()
+        logits = target.score(prompts, data.texts, progress=bar.advance)
+        scores = prompt_scores(prompts, logits, data.labels, time.perf_counter() - t0)
+    report = {
+        "dataset": cfg.task.dataset,
+        "split": split,
+        "source": data.source,
+        "target": cfg.target.model,
+        "template": task.template,
+        "verbalizers": task.verbalizers,
+        "results": [s.to_dict() for s in scores],
+    }
+    if output is not None:
+        atomic_write_json(output, report)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = Table(title=f"{cfg.task.dataset} {split} ({len(data)} examples) on {cfg.target.model}")
+    for col in ("prompt", "accuracy", "per-class accuracy", "mean gap reward", "seconds"):
+        table.add_column(col, justify="left" if col == "prompt" else "right")
+    for s in scores:
+        table.add_row(
+            repr(s.prompt) if s.prompt else "(bare template)",
+            f"{s.accuracy:.4f}",
+            " ".join(f"{v:.3f}" for v in s.per_class_accuracy),
+            f"{s.mean_gap_reward:.2f}",
+            f"{s.seconds:.2f}",
+        )
+    out.print(table)
+    out.print(f"template {task.template!r}, verbalizers {task.verbalizers}")
+    if output is not None:
+        out.print(f"wrote {output}")
+
+
+@app.command("tune")
+@user_errors
+def tune_cmd(
+    config: ConfigOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (overrides out_dir).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in the output folder from its checkpoint.")
+    ] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Optimise a prompt with algorithm.name; writes metrics.jsonl, TensorBoard events, result.json."""
+    from hardprompts.config import algorithm_names
+    from hardprompts.training import run
+
+    extra = [f"out_dir={out_dir}"] if out_dir is not None else []
+    cfg = _load(config, set_, extra)
+    result = run(cfg, resume=resume)
+    out.print(f"[bold]method[/] {result['method']}  [bold]best prompt[/] {result['best_prompt']!r}")
+    out.print(f"tokens {result['tokens']}")
+    out.print(
+        f"dev accuracy {result['dev_accuracy']:.4f}  test accuracy "
+        f"{'n/a' if result['test_accuracy'] is None else format(result['test_accuracy'], '.4f')}  "
+        f"perplexity {result['prompt_perplexity']}"
+    )
+    out.print(f"wrote {Path(cfg.out_dir) / 'result.json'}")
+    del algorithm_names
+
+
+@app.command("config")
+@user_errors
+def config_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    fields: Annotated[
+        bool, typer.Option("--fields", help="List every field with its default and doc.")
+    ] = False,
+) -> None:
+    """Print the merged configuration as YAML (or, with --fields, the reference of every field)."""
+    import yaml
+
+    from hardprompts.config import describe_fields
+
+    if fields:
+        table = Table(title="configuration fields")
+        for col in ("field", "default", "description"):
+            table.add_column(col)
+        for row in describe_fields():
+            table.add_row(*row)
+        out.print(table)
+        return
+    cfg = _load(config, set_)
+    sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def main() -> None:
+    """Entry point of the ``hardprompts`` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

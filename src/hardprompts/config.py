@@ -1,0 +1,413 @@
+"""Typed configuration: defaults < YAML file < ``--set key.sub=value`` overrides.
+
+One :class:`Config` holds a section per layer (task, target, policy, algorithm, train). Each
+field's description says what it does and where its default comes from; these descriptions are
+the configuration reference (``hardprompts config --help`` and the README print them).
+
+The ``algorithm`` section is polymorphic: ``algorithm.name`` picks a config class registered by
+the algorithm's own module (see :func:`register_algorithm`), so adding an algorithm never edits
+this file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hardprompts.errors import ConfigError
+
+__all__ = [
+    "AlgorithmConfig",
+    "Config",
+    "PolicyConfig",
+    "TargetConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "algorithm_names",
+    "apply_overrides",
+    "load_config",
+    "register_algorithm",
+]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class TaskConfig(Section):
+    """What to solve: the dataset, how an input and a prompt become the target's text, label words."""
+
+    dataset: str = Field(
+        "sst-2",
+        description=(
+            "A preset name (sst-2, mr, cr, sst-5, agnews, trec, subj, yahoo, yelp-2, yelp-5, dbpedia), "
+            "a folder of train/dev/test files (TSV, CSV or JSONL), or 'hf:<name>' for a Hugging Face "
+            "dataset. Default sst-2 as in both RL papers."
+        ),
+    )
+    data_dir: str | None = Field(
+        None,
+        description=(
+            "Folder holding the preset datasets in the layout <dataset>/<split_seed>/{train,dev}.tsv "
+            "and <dataset>/test.tsv. Unset: $HARDPROMPTS_DATA_DIR, else ../shared/data/fsc."
+        ),
+    )
+    split_seed: str | None = Field(
+        "16-42",
+        description=(
+            "Few-shot split seed sub-folder (16-100, 16-13, 16-21, 16-42, 16-87 as in LM-BFF). "
+            "Set to null for a folder whose files sit directly inside it."
+        ),
+    )
+    template: str | None = Field(
+        None,
+        description=(
+            "Text given to the target. Placeholders: {x} the input, {prompt} the prompt ({z} is an "
+            "alias), {mask} the predicted position (masked LMs; for causal LMs the next token after "
+            "the text is predicted and {mask} may only end the template). Unset: the preset's "
+            "template for the target kind ('{x} {prompt} {mask} .' masked, '{x} {prompt}' causal)."
+        ),
+    )
+    verbalizers: list[str] | None = Field(
+        None,
+        description=(
+            "One label word per class, in label order; each must be a single token of the "
+            "target's tokenizer (leading spaces matter). Unset: the preset's words."
+        ),
+    )
+    text_column: str | None = Field(
+        None, description="Input text column of user files. Unset: 'sentence', else 'text'."
+    )
+    label_column: str = Field("label", description="Integer label column (0..C-1) of user files.")
+    hf_config: str | None = Field(
+        None, description="Configuration (subset) name of a 'hf:' dataset."
+    )
+    hf_splits: dict[str, str] = Field(
+        default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"},
+        description="Names of the train/dev/test splits of a 'hf:' dataset.",
+    )
+    hf_data_files: dict[str, str] | None = Field(
+        None,
+        description="Local files for a 'hf:' builder such as hf:json or hf:csv, keyed by the "
+        "hf_splits names (passed to datasets.load_dataset as data_files).",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_input(cls, value: str | None) -> str | None:
+        if value is not None and "{x}" not in value:
+            raise ValueError("the template must contain {x} (where the input goes)")
+        return value
+
+    @field_validator("verbalizers")
+    @classmethod
+    def _verbalizers_distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if len(value) < 2:
+                raise ValueError("give at least two verbalizers, one per class")
+            if len(set(value)) != len(value):
+                raise ValueError(f"verbalizers must be distinct, got {value!r}")
+        return value
+
+
+class TargetConfig(Section):
+    """The frozen language model being prompted (in-process Hugging Face model or served endpoint)."""
+
+    model: str = Field(
+        "roberta-large",
+        description=(
+            "Hugging Face model name or local folder, 'builtin:<name>' for a model shipped with "
+            "hardprompts, or the served model's name when kind is 'openai'. Default roberta-large, the "
+            "target of RLPrompt and PIN."
+        ),
+    )
+    kind: Literal["auto", "masked", "causal", "openai"] = Field(
+        "auto",
+        description=(
+            "masked (RoBERTa-like), causal (GPT-like), openai (an OpenAI-compatible completions "
+            "endpoint), or auto: read from the model's config."
+        ),
+    )
+    device: str = Field("auto", description="torch device; auto = cuda when available, else cpu.")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Weights' dtype in memory; float32 keeps scores exact on CPU."
+    )
+    max_length: int | None = Field(
+        None,
+        ge=8,
+        description="Longest token sequence; longer inputs are cut (the input only, never the prompt "
+        "or mask). Unset: the model's limit.",
+    )
+    batch_size: int | None = Field(
+        None, ge=1, description="Sequences per forward pass. Unset: chosen from memory_budget_mb."
+    )
+    memory_budget_mb: int = Field(
+        2048, ge=16, description="Activation and cache memory one forward pass may use (MiB)."
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Allow model repositories to run their own code. Off unless you trust it.",
+    )
+    base_url: str | None = Field(
+        None, description="kind=openai: the server's base URL, e.g. http://localhost:8000/v1."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="kind=openai: environment variable holding the API key, if any.",
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="kind=openai: seconds per request.")
+    max_concurrency: int = Field(8, ge=1, description="kind=openai: requests in flight at once.")
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> TargetConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("target.kind is 'openai' but target.base_url is not set")
+        return self
+
+
+class PolicyConfig(Section):
+    """The prompt-writing policy of the RL methods: a frozen causal LM with a small trainable head."""
+
+    model: str = Field(
+        "distilgpt2",
+        description="Frozen causal LM under the policy (name, path or builtin:). RLPrompt: distilgpt2; "
+        "PIN's paper used facebook/opt-125m.",
+    )
+    prompt_length: int = Field(5, ge=1, description="Prompt tokens T. Both RL papers: 5.")
+    mlp_hidden: int = Field(
+        2048, ge=1, description="Hidden width of the trainable MLP head (RLPrompt: 2048)."
+    )
+    device: str = Field("auto", description="torch device; auto = cuda when available, else cpu.")
+
+
+class AlgorithmConfig(Section):
+    """Base of the per-algorithm sections; ``name`` selects the registered subclass."""
+
+    name: str = Field(description="Algorithm name; see `hardprompts tune --help` for the list.")
+
+    def make(self, ctx: Any) -> Any:
+        """Build the algorithm (a :class:`hardprompts.training.Algorithm`) for a run context."""
+        raise NotImplementedError(f"algorithm {self.name!r} has no implementation registered")
+
+
+class TrainConfig(Section):
+    """The optimisation loop shared by all algorithms."""
+
+    steps: int = Field(12000, ge=1, description="Training steps. RLPrompt: 12,000; PIN: 6,000.")
+    seed: int = Field(0, description="Seed of every random generator of the run.")
+    eval_every: int = Field(50, ge=1, description="Evaluate on dev every this many steps.")
+    checkpoint_every: int = Field(
+        500, ge=1, description="Write a resumable checkpoint every this many steps."
+    )
+
+
+_ALGORITHMS: dict[str, type[AlgorithmConfig]] = {}
+A = TypeVar("A", bound=type[AlgorithmConfig])
+
+
+def register_algorithm(name: str) -> Callable[[A], A]:
+    """Class decorator: make ``algorithm.name: <name>`` validate with the decorated config class."""
+
+    def decorate(cls: A) -> A:
+        _ALGORITHMS[name] = cls
+        return cls
+
+    return decorate
+
+
+def algorithm_names() -> list[str]:
+    """Names accepted by ``algorithm.name``."""
+    _import_algorithms()
+    return sorted(_ALGORITHMS)
+
+
+def _import_algorithms() -> None:
+    # Algorithm modules register their config classes on import.
+    import hardprompts.algorithms  # noqa: F401
+
+
+class Config(Section):
+    """A whole run: one section per layer, plus where to write."""
+
+    task: TaskConfig = Field(
+        default_factory=TaskConfig, description="The dataset and how it is shown."
+    )
+    target: TargetConfig = Field(
+        default_factory=TargetConfig, description="The frozen LM being prompted."
+    )
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="The RL prompt policy.")
+    algorithm: SerializeAsAny[AlgorithmConfig] | None = Field(
+        None, description="The optimiser; algorithm.name picks it. Needed by `tune`, not by `eval`."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
+    out_dir: str = Field("runs/latest", description="Where results, metrics and checkpoints go.")
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _pick_algorithm(cls, value: Any) -> Any:
+        if value is None or isinstance(value, AlgorithmConfig):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError("algorithm must be a mapping with a 'name' key")
+        _import_algorithms()
+        name = value.get("name")
+        if name not in _ALGORITHMS:
+            valid = ", ".join(sorted(_ALGORITHMS)) or "(none registered)"
+            raise ValueError(f"unknown algorithm name {name!r}; valid names: {valid}")
+        return _ALGORITHMS[name].model_validate(dict(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field (the merged config saved with each run)."""
+        return json.loads(self.model_dump_json())
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value as YAML (numbers, booleans, null, lists); fall back to the string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a nested dict (values parsed as YAML)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=100")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(raw)
+    return data
+
+
+def _section_fields(path: tuple[Any, ...], data: Mapping[str, Any]) -> list[str] | None:
+    """The valid field names of the section at ``path`` (for 'did you mean' hints)."""
+    model: type[BaseModel] = Config
+    for part in path[:-1]:
+        if part == "algorithm":
+            name = (
+                data.get("algorithm", {}).get("name")
+                if isinstance(data.get("algorithm"), Mapping)
+                else None
+            )
+            model = _ALGORITHMS.get(name, AlgorithmConfig)
+            continue
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return list(model.model_fields)
+
+
+def _format_validation_error(err: ValidationError, data: Mapping[str, Any], source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in err.errors():
+        loc = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
+        # pydantic puts the chosen subclass' name into the location of polymorphic fields; drop it.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            fields = _section_fields(loc, data) or []
+            hint = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+            msg = f"unknown field; valid fields here: {', '.join(fields)}"
+            if hint:
+                msg += f" (did you mean {'.'.join(map(str, loc[:-1] + (hint[0],)))}?)"
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            if (
+                "input" in item
+                and item["type"] not in ("missing",)
+                and not isinstance(item["input"], Mapping)
+            ):
+                msg += f" (got {item['input']!r})"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "config") -> Config:
+    """Validate a nested dict into a :class:`Config`, raising :class:`ConfigError` with field names."""
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, data, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Load a YAML config file (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"config file not found: {path} (pass an existing YAML file to --config)"
+            )
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of sections (task:, target:, ...)"
+            )
+        data = loaded or {}
+        source = str(path)
+    overrides = list(overrides)
+    if overrides:
+        apply_overrides(data, overrides)
+        source += " with --set " + " ".join(overrides)
+    return config_from_dict(data, source)
+
+
+def describe_fields(
+    model: type[BaseModel] = Config, prefix: str = ""
+) -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every field, recursing into sections."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        dotted = f"{prefix}{name}"
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(describe_fields(ann, dotted + "."))
+            continue
+        default = (
+            field.get_default(call_default_factory=True)
+            if not field.is_required()
+            else "(required)"
+        )
+        rows.append(
+            (
+                dotted,
+                json.dumps(default) if default != "(required)" else default,
+                field.description or "",
+            )
+        )
+    return rows

@@ -1,0 +1,135 @@
+"""Loading Hugging Face models and tokenizers by name, local path or built-in name.
+
+Every model goes through ``from_pretrained`` exactly as users call it, so ``HF_HUB_OFFLINE``,
+the cache and local folders behave as in ``transformers``. ``builtin:<name>`` resolves to a model
+folder shipped inside the package (see ``hardprompts/builtin``). ``trust_remote_code`` is passed
+through and defaults to off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from hardprompts.errors import ModelLoadError
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_models() -> list[str]:
+    """Names of the models shipped with the package (``builtin:<name>``)."""
+    if not BUILTIN_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_model_path(name: str) -> str:
+    """A ``builtin:`` name becomes its folder; other names and paths pass through unchanged."""
+    if not name.startswith(BUILTIN_PREFIX):
+        return name
+    short = name.removeprefix(BUILTIN_PREFIX)
+    path = BUILTIN_DIR / short
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"no built-in model {short!r}; built-in models: {', '.join(builtin_models()) or '(none)'}"
+        )
+    return str(path)
+
+
+def _load_error(name: str, what: str, exc: Exception) -> ModelLoadError:
+    local = Path(name).exists()
+    hint = (
+        "the folder exists but does not hold a complete Hugging Face model (config.json, weights, "
+        "tokenizer files)"
+        if local
+        else "it is not a local folder, and the Hugging Face hub could not provide it (no network, "
+        "HF_HUB_OFFLINE=1, or a misspelt name). Pass a local folder saved with save_pretrained, a "
+        f"built-in model ({', '.join(BUILTIN_PREFIX + m for m in builtin_models()) or 'none shipped'}), "
+        "or download the model where there is network and point the config at the folder"
+    )
+    return ModelLoadError(
+        f"could not load the {what} {name!r}: {hint}.\n  cause: {type(exc).__name__}: {exc}"
+    )
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    """``AutoTokenizer.from_pretrained`` with a clear error; gives a pad token when there is none."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # OSError, ValueError, EnvironmentError... all mean "cannot load"
+        raise _load_error(name, "tokenizer of", exc) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def detect_kind(name: str, *, trust_remote_code: bool = False) -> Literal["masked", "causal"]:
+    """Read the model's config and say whether it is a masked or a causal LM."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise _load_error(name, "model", exc) from None
+    for arch in config.architectures or []:
+        if arch.endswith("ForMaskedLM"):
+            return "masked"
+        if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
+            return "causal"
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(
+        config, "is_decoder", False
+    ):
+        if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            return "masked"
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal"
+    raise ModelLoadError(
+        f"cannot tell whether {name!r} (model_type {config.model_type!r}) is a masked or a causal LM; "
+        "set target.kind to masked or causal"
+    )
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` is cuda when available, else cpu; anything else goes to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"invalid device {device!r}: {exc}") from None
+
+
+def load_lm(
+    name: str,
+    kind: Literal["masked", "causal"],
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+):
+    """Load a frozen (eval mode, no grad) masked or causal LM."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    cls = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
+    path = resolve_model_path(name)
+    try:
+        model = cls.from_pretrained(
+            path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:
+        raise _load_error(name, f"{kind} LM", exc) from None
+    model.to(pick_device(device))
+    model.eval()
+    model.requires_grad_(False)
+    return model

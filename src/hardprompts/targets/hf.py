@@ -1,0 +1,393 @@
+"""In-process Hugging Face targets: masked and causal LMs scored in batched forwards.
+
+What makes scoring fast (METHODS.md section 1, "cost notes"), and where each happens:
+
+* identical prompts are scored once (:meth:`HFTarget.score`);
+* all P x N (prompt, example) pairs go through batched forwards, sorted by length so that little
+  padding is computed, with the number of rows per forward chosen from a memory budget;
+* only the final hidden state at the mask / last position is read, and only the C verbalizer rows
+  of the output layer are multiplied (:class:`_VerbalizerHead`);
+* for a causal target whose template puts the prompt after the input (``"{x} {prompt}"``), the
+  input's key/value cache is computed once per example and shared by every prompt
+  (:meth:`HFTarget._score_cached`).
+
+Every path gives the same numbers as one plain forward per example with full logits (the tests
+check this to 1e-5).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from hardprompts.config import TargetConfig
+from hardprompts.modeling import load_lm, load_tokenizer
+from hardprompts.templates import Encoded, Kind, Template, TemplateEncoder, verbalizer_ids
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int], None]
+
+# Model families whose position ids start after the padding index (RoBERTa's offset of pad_id + 1).
+_OFFSET_POSITIONS = {
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "longformer",
+    "data2vec-text",
+}
+
+
+def model_max_length(model, tokenizer) -> int:
+    """The longest token sequence the model accepts (tokenizer limit and position table)."""
+    limits = []
+    tml = getattr(tokenizer, "model_max_length", None)
+    if tml and tml < 1_000_000:
+        limits.append(int(tml))
+    cfg = model.config
+    n = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    if n:
+        if cfg.model_type in _OFFSET_POSITIONS:
+            n -= (cfg.pad_token_id or 0) + 1
+        limits.append(int(n))
+    if not limits:
+        raise ValueError("cannot find the model's maximum length; set target.max_length")
+    return min(limits)
+
+
+class _VerbalizerHead(torch.nn.Module):
+    """Maps final hidden states [B, d] to the C verbalizer logits [B, C] without the V-wide matmul.
+
+    Supported output layers: a plain linear LM head (GPT-2, Llama, OPT, ...) and RoBERTa's and BERT's
+    transform + decoder heads. Anything else returns None from :meth:`build`, and the target computes
+    full logits at the scored position instead (correct, slower; a warning says so).
+    """
+
+    def __init__(
+        self, transform: Callable[[torch.Tensor], torch.Tensor] | None, weight, bias
+    ) -> None:
+        super().__init__()
+        self.transform = transform
+        self.register_buffer("weight", weight.detach().clone())  # [C, d]
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())  # [C]
+
+    @classmethod
+    def build(cls, model, kind: Kind, ids: list[int]) -> _VerbalizerHead | None:
+        idx = torch.tensor(ids, device=model.device)
+        if kind == "causal":
+            out = model.get_output_embeddings()
+            if not isinstance(out, torch.nn.Linear):
+                return None
+            bias = out.bias[idx] if out.bias is not None else None
+            return cls(None, out.weight[idx], bias)
+        head = getattr(model, "lm_head", None)
+        if head is not None and all(hasattr(head, a) for a in ("dense", "layer_norm", "decoder")):
+            # RobertaLMHead: decoder(layer_norm(gelu(dense(h))))
+            def transform(h: torch.Tensor) -> torch.Tensor:
+                return head.layer_norm(F.gelu(head.dense(h)))
+
+            bias = (
+                head.decoder.bias if head.decoder.bias is not None else getattr(head, "bias", None)
+            )
+            return cls(transform, head.decoder.weight[idx], None if bias is None else bias[idx])
+        cls_head = getattr(getattr(model, "cls", None), "predictions", None)
+        if cls_head is not None and hasattr(cls_head, "transform") and hasattr(cls_head, "decoder"):
+            bias = (
+                cls_head.decoder.bias
+                if cls_head.decoder.bias is not None
+                else getattr(cls_head, "bias", None)
+            )
+            return cls(
+                cls_head.transform,
+                cls_head.decoder.weight[idx],
+                None if bias is None else bias[idx],
+            )
+        return None
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.transform is not None:
+            hidden = self.transform(hidden)
+        logits = hidden @ self.weight.T  # [B, C]
+        return logits if self.bias is None else logits + self.bias
+
+
+class HFTarget:
+    """A frozen Hugging Face LM scored on (prompt, input) pairs.
+
+    Args:
+        model: a masked or causal LM (eval mode; gradients are not needed).
+        tokenizer: its tokenizer.
+        kind: ``masked`` or ``causal``.
+        template: the task template (see :mod:`hardprompts.templates`).
+        verbalizers: one single-token label word per class.
+        max_length: longest sequence (default: the model's limit).
+        batch_size: rows per forward (default: from ``memory_budget_mb``).
+        memory_budget_mb: activation / cache memory one forward may use.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        kind: Kind,
+        template: str,
+        verbalizers: Sequence[str],
+        *,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+        memory_budget_mb: int = 2048,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.verbalizers = list(verbalizers)
+        self.verbalizer_ids = verbalizer_ids(tokenizer, self.verbalizers)
+        self.template = Template.parse(template, kind)
+        self.max_length = max_length or model_max_length(model, tokenizer)
+        self.encoder = TemplateEncoder(tokenizer, self.template, kind, self.max_length)
+        self.batch_size = batch_size
+        self.memory_budget = memory_budget_mb * 2**20
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.head = _VerbalizerHead.build(model, kind, self.verbalizer_ids)
+        if self.head is not None and not self._head_matches_full_logits():
+            self.head = None
+        if self.head is None:
+            log.warning(
+                "%s: no verbalizer-row head for this architecture; computing full logits at the "
+                "scored position (correct but slower)",
+                type(model).__name__,
+            )
+
+    @classmethod
+    def from_config(
+        cls, config: TargetConfig, template: str, verbalizers: Sequence[str], kind: Kind
+    ) -> HFTarget:
+        """Load the model named by ``config`` and build the target."""
+        tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+        model = load_lm(
+            config.model,
+            kind,
+            device=config.device,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+        )
+        return cls(
+            model,
+            tokenizer,
+            kind,
+            template,
+            verbalizers,
+            max_length=config.max_length,
+            batch_size=config.batch_size,
+            memory_budget_mb=config.memory_budget_mb,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.verbalizers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ public API
+
+    @torch.no_grad()
+    def score(
+        self, prompts: Sequence[str], texts: Sequence[str], progress: Progress | None = None
+    ) -> torch.Tensor:
+        """Class logits [P, N, C] (float32, CPU) of every prompt on every input.
+
+        ``progress``, if given, is called with the number of (prompt, input) pairs just finished.
+        """
+        keys = [p.strip() for p in prompts]
+        unique = list(dict.fromkeys(keys))  # identical prompts are scored once
+        if self.kind == "causal" and self.template.prompt_after_input:
+            logits = self._score_cached(unique, list(texts), progress)
+        else:
+            logits = self._score_pairs(
+                unique,
+                list(texts),
+                [(p, n) for p in range(len(unique)) for n in range(len(texts))],
+                progress,
+            )
+        where = {p: i for i, p in enumerate(unique)}
+        return logits[[where[k] for k in keys]]
+
+    def encode(self, text: str, prompt: str) -> Encoded:
+        """Token ids and scored position of one pair (what every path computes on)."""
+        return self.encoder.encode(text, prompt)
+
+    # ------------------------------------------------------------------ batching
+
+    def _bytes_per_token(self, length: int) -> int:
+        cfg = self.model.config
+        d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
+        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 12)
+        elem = torch.finfo(self.model.dtype).bits // 8
+        # Peak of one layer: MLP intermediate (4d) + q, k, v, output (4d) + attention scores.
+        return 2 * elem * (8 * d + heads * length)
+
+    def _rows_for(self, length: int, extra_bytes_per_row: int = 0) -> int:
+        if self.batch_size:
+            return self.batch_size
+        per_row = length * self._bytes_per_token(length) + extra_bytes_per_row
+        return max(1, self.memory_budget // max(per_row, 1))
+
+    def _class_logits(self, out, positions: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(positions.shape[0], device=positions.device)
+        if self.head is not None:
+            return self.head(out.last_hidden_state[rows, positions])
+        return out.logits[rows, positions][:, self.verbalizer_ids]
+
+    def _forward(self, **inputs):
+        if self.head is not None:
+            return self.model.base_model(**inputs)
+        return self.model(**inputs)
+
+    def _score_pairs(
+        self,
+        prompts: list[str],
+        texts: list[str],
+        pairs: list[tuple[int, int]],
+        progress: Progress | None,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Score (prompt index, text index) pairs with whole-sequence forwards into ``out``."""
+        if out is None:
+            out = torch.empty(len(prompts), len(texts), self.num_classes)
+        encoded = [(p, n, self.encoder.encode(texts[n], prompts[p])) for p, n in pairs]
+        encoded.sort(key=lambda item: len(item[2].ids), reverse=True)
+        start = 0
+        while start < len(encoded):
+            rows = self._rows_for(len(encoded[start][2].ids))
+            chunk = encoded[start : start + rows]
+            start += len(chunk)
+            ids, mask = self._pad([e.ids for _, _, e in chunk])
+            positions = torch.tensor([e.position for _, _, e in chunk], device=self.device)
+            logits = (
+                self._class_logits(self._forward(input_ids=ids, attention_mask=mask), positions)
+                .float()
+                .cpu()
+            )
+            for (p, n, _), row in zip(chunk, logits, strict=True):
+                out[p, n] = row
+            if progress:
+                progress(len(chunk))
+        return out
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ------------------------------------------------------------------ causal, prompt after input
+
+    def _score_cached(
+        self, prompts: list[str], texts: list[str], progress: Progress | None
+    ) -> torch.Tensor:
+        """Causal target, prompt after input: one prefix forward per input, its cache shared by all prompts."""
+        out = torch.empty(len(prompts), len(texts), self.num_classes)
+        prefixes = [self.encoder.split_at_prompt(x, None) for x in texts]
+        suffixes = [self.encoder.split_at_prompt(None, p) for p in prompts]
+        longest = max(len(s) for s in suffixes)
+        fits = [n for n in range(len(texts)) if len(prefixes[n]) + longest <= self.max_length]
+        too_long = sorted(set(range(len(texts))) - set(fits))
+        if too_long:  # inputs that need truncation take the whole-sequence path (same numbers)
+            pairs = [(p, n) for p in range(len(prompts)) for n in too_long]
+            self._score_pairs(prompts, texts, pairs, progress, out)
+        fits.sort(key=lambda n: len(prefixes[n]), reverse=True)
+        cfg = self.model.config
+        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
+        d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
+        elem = torch.finfo(self.model.dtype).bits // 8
+        start = 0
+        while start < len(fits):
+            prefix_len = len(prefixes[fits[start]])
+            n_rows = max(1, min(self._rows_for(prefix_len), len(fits) - start))
+            chunk = fits[start : start + n_rows]
+            start += len(chunk)
+            self._score_suffixes(
+                [prefixes[n] for n in chunk], chunk, suffixes, out, layers * 2 * d * elem, progress
+            )
+        return out
+
+    def _score_suffixes(
+        self, prefixes, example_ids, suffixes, out, cache_bytes_per_token, progress
+    ) -> None:
+        ids, mask = self._pad(prefixes)
+        lengths = mask.sum(1)  # [n]
+        base = self.model.base_model if self.head is not None else self.model
+        pre = base(input_ids=ids, attention_mask=mask, use_cache=True)
+        kv = [
+            (layer.keys, layer.values) for layer in pre.past_key_values.layers
+        ]  # each [n, H, Lp, hd]
+        bare = self._class_logits(pre, lengths - 1).float().cpu()  # the prefix alone (empty suffix)
+        with_suffix = [p for p, s in enumerate(suffixes) if s]
+        for p, s in enumerate(suffixes):
+            if not s:
+                out[p, example_ids] = bare
+        if progress:
+            progress(len(example_ids) * (len(suffixes) - len(with_suffix)))
+        if not with_suffix:
+            return
+        n, lp = ids.shape
+        longest = max(len(suffixes[p]) for p in with_suffix)
+        per_row = (lp + longest) * cache_bytes_per_token + longest * self._bytes_per_token(
+            lp + longest
+        )
+        p_rows = max(1, (self.batch_size or self.memory_budget // per_row) // n)
+        for start in range(0, len(with_suffix), p_rows):
+            group = with_suffix[start : start + p_rows]
+            g = len(group)
+            s_ids, s_mask = self._pad([suffixes[p] for p in group])  # [g, Ls]
+            ls = s_ids.shape[1]
+            # Rows are (example, prompt) pairs in example-major order: row = i * g + j.
+            cache = DynamicCache(
+                ddp_cache_data=[
+                    (k.repeat_interleave(g, 0), v.repeat_interleave(g, 0)) for k, v in kv
+                ]
+            )
+            input_ids = s_ids.repeat(n, 1)  # [n*g, Ls]
+            attn = torch.cat(
+                [mask.repeat_interleave(g, 0), s_mask.repeat(n, 1)], dim=1
+            )  # [n*g, Lp+Ls]
+            positions = lengths.repeat_interleave(g)[:, None] + torch.arange(
+                ls, device=self.device
+            )  # [n*g, Ls]
+            res = self._forward(
+                input_ids=input_ids,
+                attention_mask=attn,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            last = s_mask.sum(1).repeat(n) - 1
+            logits = self._class_logits(res, last).float().cpu().view(n, g, -1)
+            for j, p in enumerate(group):
+                out[p, example_ids] = logits[:, j]
+            if progress:
+                progress(n * g)
+
+    # ------------------------------------------------------------------ self-check
+
+    @torch.no_grad()
+    def _head_matches_full_logits(self) -> bool:
+        """The verbalizer-row head must reproduce the model's own logits; checked once at load."""
+        enc = self.encoder.encode("a short check sentence", "a prompt")
+        ids = torch.tensor([enc.ids], device=self.device)
+        full = self.model(input_ids=ids).logits[0, enc.position, self.verbalizer_ids].float()
+        hidden = self.model.base_model(input_ids=ids).last_hidden_state[0, enc.position]
+        mine = self.head(hidden[None])[0].float()
+        ok = torch.allclose(full, mine, atol=1e-4, rtol=1e-4)
+        if not ok:
+            log.warning("verbalizer-row head differs from the model's logits; using full logits")
+        return ok

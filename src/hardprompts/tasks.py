@@ -1,0 +1,326 @@
+"""Few-shot classification tasks: presets, data files and the resolved task a run works on.
+
+Data sources (``task.dataset``):
+
+* a preset name: ``<data_dir>/<name>/<split_seed>/{train,dev}.tsv`` and ``<data_dir>/<name>/test.tsv``
+  (the layout of the RLPrompt / LM-BFF few-shot splits);
+* a folder: ``[<split_seed>/]{train,dev,test}.{tsv,csv,jsonl}`` (``test`` may sit one level up);
+* ``hf:<name>``: a Hugging Face dataset through ``datasets.load_dataset``.
+
+Every file is checked as it is read: a bad row, a missing column, a label outside ``0..C-1`` or an
+empty split is a :class:`~hardprompts.errors.DataError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hardprompts.config import TaskConfig
+from hardprompts.errors import ConfigError, DataError
+from hardprompts.templates import Kind
+
+SPLITS = ("train", "dev", "test")
+SPLIT_SEEDS = ("16-100", "16-13", "16-21", "16-42", "16-87")
+_SENTIMENT2 = [" terrible", " great"]
+_SENTIMENT5 = [" terrible", " bad", " okay", " good", " great"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A dataset's literature defaults: label words and templates per target kind."""
+
+    num_classes: int
+    masked_template: str
+    masked_verbalizers: list[str]
+    causal_template: str
+    causal_verbalizers: list[str]
+    note: str = ""
+
+
+def _sentiment(words: list[str]) -> Preset:
+    # RLPrompt / PIN: "{x} {prompt} <mask> ." with " terrible"/" great" (METHODS.md section 1).
+    return Preset(len(words), "{x} {prompt} {mask} .", words, "{x} {prompt}", words)
+
+
+def _topic(words: list[str], note: str = "") -> Preset:
+    # RLPrompt's AG News template puts the mask first: "<mask> {prompt} {x}". A causal target
+    # predicts the word after the text, so it reads "{x} {prompt}" and the words take a space.
+    return Preset(
+        len(words), "{mask} {prompt} {x}", words, "{x} {prompt}", [" " + w for w in words], note
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    "sst-2": _sentiment(_SENTIMENT2),
+    "mr": _sentiment(_SENTIMENT2),
+    "cr": _sentiment(_SENTIMENT2),
+    "yelp-2": _sentiment(_SENTIMENT2),
+    "sst-5": _sentiment(_SENTIMENT5),
+    "yelp-5": _sentiment(_SENTIMENT5),
+    "subj": _sentiment([" subjective", " objective"]),
+    "agnews": _topic(["World", "Sports", "Business", "Tech"]),
+    # LM-BFF's TREC label words, in label order (our choice of template, as AG News).
+    "trec": _topic(["Description", "Entity", "Expression", "Human", "Location", "Number"]),
+    # Yahoo Answers topics in label order; one common word per topic (our choice).
+    "yahoo": _topic(
+        [
+            "Culture",
+            "Science",
+            "Health",
+            "Education",
+            "Computer",
+            "Sports",
+            "Business",
+            "Music",
+            "Family",
+            "Politics",
+        ]
+    ),
+    # DBpedia-14 classes in label order; one word per class (our choice).
+    "dbpedia": _topic(
+        [
+            "Company",
+            "Education",
+            "Artist",
+            "Athlete",
+            "Office",
+            "Transportation",
+            "Building",
+            "Nature",
+            "Village",
+            "Animal",
+            "Plant",
+            "Album",
+            "Film",
+            "Book",
+        ]
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Texts and integer labels of one split, with where they came from."""
+
+    name: str
+    texts: list[str]
+    labels: list[int]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A resolved classification task: template and label words for one target kind, plus data access."""
+
+    config: TaskConfig
+    template: str
+    verbalizers: list[str]
+    preset: Preset | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.verbalizers)
+
+    def split(self, name: str) -> Split:
+        """Load and check the split ``name`` (train, dev or test)."""
+        return load_split(self.config, name, self.num_classes)
+
+
+def resolve_task(config: TaskConfig, kind: Kind) -> Task:
+    """Fill the template and verbalizers from the preset when the config leaves them unset."""
+    preset = PRESETS.get(config.dataset)
+    template = config.template
+    verbalizers = config.verbalizers
+    if preset is not None:
+        template = template or (
+            preset.masked_template if kind == "masked" else preset.causal_template
+        )
+        verbalizers = verbalizers or (
+            preset.masked_verbalizers if kind == "masked" else preset.causal_verbalizers
+        )
+    if template is None:
+        template = "{x} {prompt} {mask} ." if kind == "masked" else "{x} {prompt}"
+    if verbalizers is None:
+        raise ConfigError(
+            f"task.dataset {config.dataset!r} is not a preset, so task.verbalizers must be set "
+            f"(one label word per class). Presets: {', '.join(PRESETS)}"
+        )
+    return Task(config, template, list(verbalizers), preset)
+
+
+def default_data_dir() -> Path:
+    """``$HARDPROMPTS_DATA_DIR``, else ``../shared/data/fsc`` (relative to the working directory)."""
+    return Path(os.environ.get("HARDPROMPTS_DATA_DIR", "../shared/data/fsc"))
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for ext in ("tsv", "csv", "jsonl"):
+        path = folder / f"{stem}.{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def split_path(config: TaskConfig, split: str) -> Path:
+    """The file that holds ``split`` for a preset or folder dataset."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if config.dataset in PRESETS:
+        data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
+        root = data_dir / config.dataset
+        if not root.is_dir():
+            raise DataError(
+                f"preset dataset {config.dataset!r} not found at {root}; set task.data_dir (or "
+                "$HARDPROMPTS_DATA_DIR) to the folder that holds <dataset>/<split_seed>/train.tsv"
+            )
+    else:
+        root = Path(config.dataset)
+        if not root.is_dir():
+            raise ConfigError(
+                f"task.dataset {config.dataset!r} is neither a preset ({', '.join(PRESETS)}), nor an "
+                "existing folder, nor 'hf:<name>'"
+            )
+    seeded = root / config.split_seed if config.split_seed else root
+    candidates = [seeded, root] if split == "test" else [seeded]
+    if config.split_seed and not seeded.is_dir():
+        available = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(
+            f"split seed folder {seeded} does not exist; task.split_seed must be one of "
+            f"{available or '(none: set task.split_seed to null)'}"
+        )
+    for folder in candidates:
+        found = _find(folder, split)
+        if found:
+            return found
+    raise DataError(f"no {split}.tsv/.csv/.jsonl in {' or '.join(map(str, candidates))}")
+
+
+def load_split(config: TaskConfig, split: str, num_classes: int) -> Split:
+    """Read and check one split of the configured dataset."""
+    if config.dataset.startswith("hf:"):
+        return _load_hf(config, split, num_classes)
+    path = split_path(config, split)
+    return read_examples(path, num_classes, config.text_column, config.label_column, split)
+
+
+def read_examples(
+    path: Path, num_classes: int, text_column: str | None, label_column: str, split: str = "data"
+) -> Split:
+    """Read a TSV, CSV or JSONL file of (text, integer label) rows, checking every row."""
+    suffix = path.suffix.lower()
+    rows: list[tuple[int, dict]] = []
+    if suffix in (".tsv", ".csv"):
+        with path.open(encoding="utf-8", newline="") as fh:
+            delimiter = "\t" if suffix == ".tsv" else ","
+            quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
+            reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: the file is empty (expected a header row, then examples)")
+            for lineno, values in enumerate(reader, start=2):
+                if not values:
+                    continue
+                if len(values) != len(header):
+                    raise DataError(
+                        f"{path}, line {lineno}: {len(values)} fields, the header has {len(header)} "
+                        f"({', '.join(header)})"
+                    )
+                rows.append((lineno, dict(zip(header, values, strict=True))))
+        columns = header
+    elif suffix == ".jsonl":
+        columns = None
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}, line {lineno}: expected a JSON object per line")
+                rows.append((lineno, record))
+                columns = columns or list(record)
+        columns = columns or []
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use .tsv, .csv or .jsonl")
+
+    text_col = text_column or next((c for c in ("sentence", "text") if c in columns), None)
+    if text_col is None or text_col not in columns:
+        raise DataError(
+            f"{path}: no text column {text_column or 'sentence/text'!r}; columns are {columns}; "
+            "set task.text_column"
+        )
+    if label_column not in columns:
+        raise DataError(
+            f"{path}: no label column {label_column!r}; columns are {columns}; set task.label_column"
+        )
+    texts, labels = [], []
+    for lineno, row in rows:
+        if text_col not in row or label_column not in row:
+            raise DataError(f"{path}, line {lineno}: missing {text_col!r} or {label_column!r}")
+        label = _parse_label(row[label_column], num_classes, f"{path}, line {lineno}")
+        text = str(row[text_col])
+        if not text.strip():
+            raise DataError(f"{path}, line {lineno}: empty text")
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise DataError(f"{path}: the {split} split has no examples")
+    return Split(split, texts, labels, str(path))
+
+
+def _parse_label(value: object, num_classes: int, where: str) -> int:
+    try:
+        label = int(str(value).strip())
+        if str(value).strip() != str(label):
+            raise ValueError
+    except ValueError:
+        raise DataError(f"{where}: label {value!r} is not an integer") from None
+    if not 0 <= label < num_classes:
+        raise DataError(
+            f"{where}: label {label} is outside 0..{num_classes - 1} ({num_classes} verbalizers are "
+            "configured; check task.verbalizers)"
+        )
+    return label
+
+
+def _load_hf(config: TaskConfig, split: str, num_classes: int) -> Split:
+    # Real `datasets` code. The hub is unreachable in our CI, so the tests exercise this function
+    # with a local builder (hf:json plus task.hf_data_files); a hub name takes the same path.
+    import datasets
+
+    name = config.dataset.removeprefix("hf:")
+    hf_split = config.hf_splits.get(split)
+    if hf_split is None:
+        raise ConfigError(f"task.hf_splits has no entry for {split!r}")
+    try:
+        ds = datasets.load_dataset(
+            name, config.hf_config, split=hf_split, data_files=config.hf_data_files
+        )
+    except Exception as exc:  # datasets raises many types for "not found / offline"
+        raise DataError(
+            f"could not load Hugging Face dataset {name!r} split {hf_split!r}: {exc}"
+        ) from None
+    columns = list(ds.column_names)
+    text_col = config.text_column or next((c for c in ("sentence", "text") if c in columns), None)
+    if text_col is None or text_col not in columns or config.label_column not in columns:
+        raise DataError(
+            f"hf:{name}: columns are {columns}; set task.text_column and task.label_column"
+        )
+    texts, labels = [], []
+    for i, row in enumerate(ds):
+        labels.append(
+            _parse_label(row[config.label_column], num_classes, f"hf:{name}[{hf_split}] row {i}")
+        )
+        texts.append(str(row[text_col]))
+    if not texts:
+        raise DataError(f"hf:{name}: the {hf_split} split has no examples")
+    return Split(split, texts, labels, f"hf:{name}[{hf_split}]")

@@ -1,0 +1,264 @@
+"""The one training loop every optimiser runs in: evaluation, logging, checkpoints and resume.
+
+An algorithm fills in the maths (:class:`Algorithm`: ``step``, ``eval_prompts``, state); the loop
+owns everything else, once:
+
+* seeding (one place, stored in every checkpoint with the RNG states);
+* dev evaluation every ``train.eval_every`` steps, keeping the best prompt **on dev only**;
+* ``metrics.jsonl`` (one line per step) and TensorBoard events under fixed prefixes;
+* checkpoints every ``train.checkpoint_every`` steps (safetensors + JSON) and ``--resume``, which
+  ends in the same ``result.json`` as an uninterrupted run;
+* the final ``result.json``: best prompt, its tokens, dev and test accuracy, prompt perplexity.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hardprompts import __version__
+from hardprompts.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from hardprompts.config import Config
+from hardprompts.errors import ConfigError, DataError
+from hardprompts.metrics import PromptScore, prompt_perplexity, prompt_scores
+from hardprompts.targets import Target, build_target
+from hardprompts.tasks import Split, Task
+
+
+@dataclass
+class RunContext:
+    """What an algorithm is built from: the config, the task and its data, and the target."""
+
+    config: Config
+    task: Task
+    target: Target
+    train: Split
+    dev: Split
+    out_dir: Path
+
+
+class Algorithm(ABC):
+    """A prompt optimiser. Subclasses implement the maths; :func:`run` owns the loop."""
+
+    #: name written to result.json
+    method: str = "algorithm"
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    def step(self, step: int) -> dict[str, float]:
+        """One optimisation step; returns scalars to log (keys like ``losses/...``, ``charts/...``)."""
+
+    @abstractmethod
+    def eval_prompts(self) -> list[str]:
+        """Prompts to score on dev now (e.g. the greedy prompt of the current policy)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume (tensors, numbers, strings; see :mod:`hardprompts.checkpoint`)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def after_eval(self, step: int, scores: list[PromptScore]) -> dict[str, float]:
+        """Hook called after each dev evaluation (e.g. an anchor refresh); returns scalars to log."""
+        return {}
+
+    def prompt_tokens(self, prompt: str) -> list[str]:
+        """The prompt's tokens as the method sees them (default: the target's tokenizer)."""
+        tok = getattr(self.ctx.target, "tokenizer", None)
+        if tok is None:
+            return prompt.split()
+        return tok.convert_ids_to_tokens(tok(prompt.strip(), add_special_tokens=False)["input_ids"])
+
+    def perplexity_judge(self) -> tuple[Any, Any] | None:
+        """(causal LM, tokenizer) under which result.json reports prompt perplexity, or None."""
+        return None
+
+    def result_extras(self) -> dict[str, Any]:
+        """Extra fields for result.json."""
+        return {}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's global generators (algorithms keep their own torch.Generator too)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line and json.loads(line)["step"] <= last_step
+    ]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+class _Logger:
+    def __init__(self, out_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = out_dir / "metrics.jsonl"
+        self.fh = self.path.open("a", encoding="utf-8")
+        self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.fh.write(json.dumps({"step": step, **values}) + "\n")
+        self.fh.flush()
+        for key, value in values.items():
+            if isinstance(value, (int, float)):
+                self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.fh.close()
+        self.tb.close()
+
+
+def run(config: Config, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Train ``config.algorithm`` and write ``result.json``; returns the result dict."""
+    if config.algorithm is None:
+        from hardprompts.config import algorithm_names
+
+        raise ConfigError(f"set algorithm.name to one of: {', '.join(algorithm_names())}")
+    out_dir = Path(config.out_dir)
+    ckpt_dir = out_dir / "checkpoint"
+    state = None
+    if resume and (ckpt_dir.exists() or ckpt_dir.with_name("checkpoint.old").exists()):
+        state = load_checkpoint(ckpt_dir)
+        saved = state["loop"]["config"]
+        mine = config.to_dict()
+        diff = [k for k in mine if k != "train" and saved.get(k) != mine[k]]
+        diff += [
+            f"train.{k}"
+            for k in mine["train"]
+            if k != "steps" and saved["train"].get(k) != mine["train"][k]
+        ]
+        if diff:
+            raise ConfigError(
+                f"--resume: the config differs from the checkpoint's in {', '.join(diff)}; resume with "
+                "the same config (only train.steps may change) or start a new --out"
+            )
+    elif (out_dir / "result.json").exists() or ckpt_dir.exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", config.to_dict())
+
+    seed_everything(config.train.seed)
+    target, task = build_target(config.target, config.task)
+    train, dev = task.split("train"), task.split("dev")
+    ctx = RunContext(config, task, target, train, dev, out_dir)
+    algo: Algorithm = config.algorithm.make(ctx)  # type: ignore[attr-defined]
+
+    loop: dict[str, Any] = {"step": 0, "best": None, "wall_seconds": 0.0}
+    if state is not None:
+        algo.load_state_dict(state["algorithm"])
+        loop = {k: state["loop"][k] for k in ("step", "best", "wall_seconds")}
+        _set_rng_state(state["loop"]["rng"])
+        _truncate_metrics(out_dir / "metrics.jsonl", loop["step"])
+    elif (out_dir / "metrics.jsonl").exists():
+        (out_dir / "metrics.jsonl").unlink()
+
+    logger = _Logger(out_dir)
+    steps = config.train.steps
+    started = time.perf_counter() - loop["wall_seconds"]
+    dev_labels = dev.labels
+
+    def checkpoint(step: int) -> None:
+        loop_state = {**loop, "step": step, "wall_seconds": time.perf_counter() - started}
+        loop_state.update(rng=_rng_state(), config=config.to_dict(), version=__version__)
+        save_checkpoint(ckpt_dir, {"loop": loop_state, "algorithm": algo.state_dict()})
+
+    from hardprompts.progress import TrainProgress
+
+    try:
+        with TrainProgress(steps, loop["step"], enabled=show_progress, label=algo.method) as bar:
+            for step in range(loop["step"], steps):
+                t0 = time.perf_counter()
+                values = dict(algo.step(step))
+                done = step + 1
+                if done % config.train.eval_every == 0 or done == steps:
+                    prompts = algo.eval_prompts()
+                    t1 = time.perf_counter()
+                    logits = target.score(prompts, dev.texts)
+                    scores = prompt_scores(prompts, logits, dev_labels, time.perf_counter() - t1)
+                    top = max(scores, key=lambda s: (s.accuracy, s.mean_gap_reward))
+                    values["dev/accuracy"] = top.accuracy
+                    values["dev/gap_reward"] = top.mean_gap_reward
+                    best = loop["best"]
+                    if best is None or (top.accuracy, top.mean_gap_reward) > (
+                        best["accuracy"],
+                        best["mean_gap_reward"],
+                    ):
+                        loop["best"] = {**top.to_dict(), "step": done}
+                    values["dev/best_accuracy"] = loop["best"]["accuracy"]
+                    values.update(algo.after_eval(done, scores))
+                values["charts/step_seconds"] = time.perf_counter() - t0
+                logger.log(done, values)
+                bar.update(done, values, loop["best"])
+                if done % config.train.checkpoint_every == 0 or done == steps:
+                    checkpoint(done)
+                loop["step"] = done
+    finally:
+        logger.close()
+
+    result = _finish(config, algo, task, target, loop, time.perf_counter() - started)
+    atomic_write_json(out_dir / "result.json", result)
+    return result
+
+
+def _finish(
+    config: Config, algo: Algorithm, task: Task, target: Target, loop: dict, wall: float
+) -> dict[str, Any]:
+    best = loop["best"]
+    prompt = best["prompt"]
+    try:
+        test = task.split("test")
+    except DataError:
+        test = None
+    test_accuracy = None
+    if test is not None:
+        logits = target.score([prompt], test.texts)
+        test_accuracy = prompt_scores([prompt], logits, test.labels, 0.0)[0].accuracy
+    judge = algo.perplexity_judge()
+    ppl = prompt_perplexity([prompt], *judge)[0] if judge is not None else None
+    return {
+        "method": algo.method,
+        "best_prompt": prompt,
+        "tokens": algo.prompt_tokens(prompt),
+        "dev_accuracy": best["accuracy"],
+        "dev_gap_reward": best["mean_gap_reward"],
+        "best_step": best["step"],
+        "test_accuracy": test_accuracy,
+        "test_n": len(test) if test is not None else 0,
+        "prompt_perplexity": ppl,
+        "steps": loop["step"],
+        "wall_seconds": wall,
+        **algo.result_extras(),
+        "config": config.to_dict(),
+        "version": __version__,
+    }

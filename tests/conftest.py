@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny models saved once per session, and the path of the real benchmark data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from tiny_models import make_tiny_gpt2, make_tiny_roberta
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data" / "fsc"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A random 2-layer GPT-2 saved with save_pretrained (loaded by path like any HF model)."""
+    return make_tiny_gpt2(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory) -> Path:
+    """A random 2-layer RoBERTa masked LM saved with save_pretrained."""
+    return make_tiny_roberta(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def fsc_dir() -> Path:
+    """../shared/data/fsc: the real few-shot splits (never copied into the repo)."""
+    if not (DATA / "sst-2").is_dir():
+        pytest.skip(f"benchmark data not found at {DATA}")
+    return DATA

@@ -1,0 +1,112 @@
+"""The batched / cached scorer must equal a plain one-pair-at-a-time forward with full logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hardprompts.errors import ConfigError, VerbalizerError
+from hardprompts.modeling import load_lm, load_tokenizer
+from hardprompts.targets.hf import HFTarget
+
+VERBS = [" terrible", " great"]
+TEXTS = [
+    "the movie was great",
+    "a terrible film , it was bad and boring",
+    "ok",
+    "the review says the food was great but the service was terrible " * 4,  # needs truncation
+    "news about sports",
+]
+PROMPTS = ["the language feels", "", "the language feels", "great great", "film"]
+
+
+def reference_scores(target: HFTarget, prompts, texts) -> torch.Tensor:
+    """One forward per pair, full-vocabulary logits at every position, then pick the scored row."""
+    out = torch.empty(len(prompts), len(texts), len(target.verbalizers))
+    for p, prompt in enumerate(prompts):
+        for n, text in enumerate(texts):
+            enc = target.encode(text, prompt)
+            logits = target.model(input_ids=torch.tensor([enc.ids])).logits[0]
+            out[p, n] = logits[enc.position, target.verbalizer_ids]
+    return out
+
+
+def make_target(path, kind, template, **kw) -> HFTarget:
+    return HFTarget(
+        load_lm(str(path), kind, device="cpu"),
+        load_tokenizer(str(path)),
+        kind,
+        template,
+        VERBS,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 3])
+@pytest.mark.parametrize(
+    "kind,template",
+    [
+        ("causal", "{x} {prompt}"),  # cached path: prompt after input
+        ("causal", "{x} {prompt} It was"),  # cached path with template words after the prompt
+        ("causal", "{prompt} Input: {x} Output:"),  # whole-sequence path
+        ("masked", "{x} {prompt} {mask} ."),
+        ("masked", "{mask} {prompt} {x}"),
+    ],
+)
+def test_batched_scores_equal_reference(request, kind, template, batch_size):
+    path = request.getfixturevalue("tiny_gpt2" if kind == "causal" else "tiny_roberta")
+    target = make_target(path, kind, template, max_length=40, batch_size=batch_size)
+    assert target.head is not None  # the verbalizer-row head is in use, not the full-logits path
+    got = target.score(PROMPTS, TEXTS)
+    want = reference_scores(target, PROMPTS, TEXTS)
+    assert got.shape == (len(PROMPTS), len(TEXTS), 2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_small_memory_budget_chunks_and_agrees(tiny_gpt2):
+    target = make_target(tiny_gpt2, "causal", "{x} {prompt}", max_length=40, memory_budget_mb=16)
+    target.memory_budget = 40_000  # force many tiny chunks
+    torch.testing.assert_close(
+        target.score(PROMPTS, TEXTS), reference_scores(target, PROMPTS, TEXTS), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_truncation_cuts_only_the_input(tiny_roberta):
+    target = make_target(tiny_roberta, "masked", "{x} {prompt} {mask} .", max_length=24)
+    enc = target.encode(TEXTS[3], "great great")
+    tok = target.tokenizer
+    assert len(enc.ids) == 24
+    assert enc.ids[enc.position] == tok.mask_token_id
+    tail = tok.convert_ids_to_tokens(enc.ids[enc.input_span[1] :])
+    assert tok.convert_tokens_to_string(tail).replace("</s>", "").strip() == "great great<mask> ."
+    assert enc.input_span[1] - enc.input_span[0] < len(
+        tok(TEXTS[3], add_special_tokens=False)["input_ids"]
+    )
+
+
+def test_multi_token_verbalizer_is_an_error_naming_it(tiny_gpt2):
+    model, tok = load_lm(str(tiny_gpt2), "causal", device="cpu"), load_tokenizer(str(tiny_gpt2))
+    with pytest.raises(VerbalizerError, match="'xylophonic'.*not one"):
+        HFTarget(model, tok, "causal", "{x} {prompt}", [" great", "xylophonic"])
+
+
+@pytest.mark.parametrize(
+    "kind,template,message",
+    [
+        ("masked", "{x} {prompt} .", "has no {mask}"),
+        ("causal", "{x} {mask} {prompt}", "may only end the template"),
+        ("causal", "{prompt} only", "must contain {x}"),
+        ("causal", "{x} {x} {prompt}", "more than once"),
+    ],
+)
+def test_bad_templates(tiny_roberta, tiny_gpt2, kind, template, message):
+    path = tiny_roberta if kind == "masked" else tiny_gpt2
+    with pytest.raises(ConfigError, match=message):
+        make_target(path, kind, template)
+
+
+def test_identical_prompts_are_scored_once(tiny_gpt2):
+    target = make_target(tiny_gpt2, "causal", "{prompt} Input: {x} Output:")
+    seen = []
+    target.score(["a", "a", " a ", "b"], TEXTS[:2], progress=seen.append)
+    assert sum(seen) == 2 * 2  # two distinct prompts x two inputs
