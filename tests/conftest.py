@@ -9,6 +9,9 @@ import pytest
 from tiny_models import make_tiny_gpt2, make_tiny_roberta
 
 REPO = Path(__file__).resolve().parents[1]
+# Tiny models run fastest on one thread, and the 2-core machines are shared by parallel work.
+torch.set_num_threads(int(os.environ.get("HARDPROMPTS_TEST_THREADS", "1")))
+
 DATA = Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data" / "fsc"))
 
 
