@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_models import make_tiny_gpt2, make_tiny_roberta
 
 REPO = Path(__file__).resolve().parents[1]
