@@ -16,6 +16,7 @@ TEXTS = [
     "ok",
     "the review says the food was great but the service was terrible " * 4,  # needs truncation
     "news about sports",
+    " ",  # an empty input (the real CR data has one)
 ]
 PROMPTS = ["the language feels", "", "the language feels", "great great", "film"]
 

@@ -127,6 +127,13 @@ class TemplateEncoder:
             self.trail = []  # a causal target predicts the next token: never end on EOS/SEP
         self._cache: dict[str, list[int]] = {}
 
+    def _start_id(self) -> int:
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if start is None:
+            raise ConfigError("an empty text with no BOS/EOS token leaves nothing to score")
+        return start
+
     def _tok(self, text: str) -> list[int]:
         ids = self._cache.get(text)
         if ids is None:
@@ -197,6 +204,8 @@ class TemplateEncoder:
                 position = len(ids) - 1
         ids.extend(self.trail)
         if self.kind == "causal":
+            if not ids:  # empty input, bare template, no BOS: condition on the BOS/EOS token alone
+                ids = [self._start_id()]
             position = len(ids) - 1
         return Encoded(ids, position, span)
 

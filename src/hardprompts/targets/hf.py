@@ -299,7 +299,11 @@ class HFTarget:
         prefixes = [self.encoder.split_at_prompt(x, None) for x in texts]
         suffixes = [self.encoder.split_at_prompt(None, p) for p in prompts]
         longest = max(len(s) for s in suffixes)
-        fits = [n for n in range(len(texts)) if len(prefixes[n]) + longest <= self.max_length]
+        fits = [
+            n
+            for n in range(len(texts))
+            if 0 < len(prefixes[n]) and len(prefixes[n]) + longest <= self.max_length
+        ]
         too_long = sorted(set(range(len(texts))) - set(fits))
         if too_long:  # inputs that need truncation take the whole-sequence path (same numbers)
             pairs = [(p, n) for p in range(len(prompts)) for n in too_long]

@@ -1,0 +1,117 @@
+"""`hardprompts eval` end to end on the real SST-2 split with tiny models, and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hardprompts.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_eval_json_on_sst2_dev(fsc_dir, tiny_gpt2, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the film was\n\nthe language feels\n")
+    out_file = tmp_path / "scores.json"
+    res = invoke(
+        "eval", "--set", f"task.data_dir={fsc_dir}", "--set", f"target.model={tiny_gpt2}",
+        "--prompt", "it was", "--prompt-file", prompts, "--split", "dev", "--json", "--output", out_file,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report == json.loads(out_file.read_text())
+    assert report["split"] == "dev" and report["template"] == "{x} {prompt}"
+    rows = report["results"]
+    assert [r["prompt"] for r in rows] == ["it was", "the film was", "the language feels"]
+    for r in rows:
+        assert set(r) == {
+            "prompt",
+            "accuracy",
+            "per_class_accuracy",
+            "mean_gap_reward",
+            "n",
+            "seconds",
+        }
+        assert r["n"] == 32 and 0 <= r["accuracy"] <= 1 and len(r["per_class_accuracy"]) == 2
+        # 16 examples per class: overall accuracy is the mean of the two class accuracies
+        assert r["accuracy"] == pytest.approx(sum(r["per_class_accuracy"]) / 2)
+
+
+def test_eval_table_masked_bare_template(fsc_dir, tiny_roberta):
+    res = invoke(
+        "eval",
+        "--set",
+        f"task.data_dir={fsc_dir}",
+        "--set",
+        f"target.model={tiny_roberta}",
+        "--split",
+        "dev",
+    )
+    assert res.exit_code == 0, res.output
+    assert "(bare template)" in res.stdout and "{x} {prompt} {mask} ." in res.stdout
+
+
+def test_eval_full_test_split(fsc_dir, tiny_gpt2):
+    res = invoke(
+        "eval",
+        "--set",
+        f"task.data_dir={fsc_dir}",
+        "--set",
+        f"target.model={tiny_gpt2}",
+        "-p",
+        "so",
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["results"][0]["n"] == 1821
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "task.datset=x"], "did you mean task.dataset"),
+        (
+            ["--prompt-file", "/nonexistent/p.txt"],
+            "--prompt-file /nonexistent/p.txt does not exist",
+        ),
+        (["--config", "/nonexistent/c.yaml"], "config file not found"),
+        (["--split", "valid"], "unknown split 'valid'"),
+        (["--set", "task.verbalizers=[' great', 'xylophonic']"], "verbalizer 'xylophonic' is"),
+    ],
+)
+def test_eval_errors_are_one_message(fsc_dir, tiny_gpt2, args, message):
+    res = invoke(
+        "eval", "--set", f"task.data_dir={fsc_dir}", "--set", f"target.model={tiny_gpt2}", *args
+    )
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+
+
+def test_unreachable_model_names_the_fix(monkeypatch, fsc_dir):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = invoke(
+        "eval",
+        "--set",
+        f"task.data_dir={fsc_dir}",
+        "--set",
+        "target.model=no-such-org/no-such-model",
+    )
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())
+    assert (
+        "could not load" in text and "no-such-org/no-such-model" in text and "local folder" in text
+    )
+
+
+def test_help_works_for_every_command():
+    for cmd in ([], ["eval"], ["tune"], ["config"]):
+        res = invoke(*cmd, "--help")
+        assert res.exit_code == 0, res.output
