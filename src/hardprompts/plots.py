@@ -1,0 +1,76 @@
+"""Pictures of a run: the reward and dev-accuracy curves from ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+REWARD_KEYS = ("rewards/mean", "rewards/task", "charts/mean_reward", "charts/reward")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The lines of a ``metrics.jsonl`` file."""
+    return [
+        json.loads(line)
+        for line in Path(path).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def plot_training_curves(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Path:
+    """Write a PNG with the training reward (left) and dev accuracy (right) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    reward_key = next((k for k in REWARD_KEYS if any(k in r for r in rows)), None)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if reward_key is not None:
+        pts = [(r["step"], r[reward_key]) for r in rows if reward_key in r]
+        left.plot(*zip(*pts, strict=True), color="tab:blue", lw=1, alpha=0.5, label=reward_key)
+        window = max(1, len(pts) // 20)
+        if window > 1:
+            smooth = [
+                sum(v for _, v in pts[max(0, i - window + 1) : i + 1])
+                / len(pts[max(0, i - window + 1) : i + 1])
+                for i in range(len(pts))
+            ]
+            left.plot(
+                [s for s, _ in pts], smooth, color="tab:blue", lw=2, label=f"moving mean ({window})"
+            )
+        left.legend(loc="best", fontsize=8)
+    left.set(xlabel="step", ylabel="training reward", title="reward")
+    dev = [
+        (r["step"], r["dev/accuracy"], r.get("dev/best_accuracy"))
+        for r in rows
+        if "dev/accuracy" in r
+    ]
+    if dev:
+        right.plot(
+            [d[0] for d in dev],
+            [d[1] for d in dev],
+            marker="o",
+            ms=3,
+            label="dev accuracy (greedy prompt)",
+        )
+        right.plot([d[0] for d in dev], [d[2] for d in dev], ls="--", label="best so far")
+        right.legend(loc="lower right", fontsize=8)
+    right.set(xlabel="step", ylabel="accuracy", title="dev accuracy", ylim=(0, 1.02))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=png_path.parent, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, png_path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return png_path
