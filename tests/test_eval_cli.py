@@ -96,7 +96,11 @@ def test_eval_errors_are_one_message(fsc_dir, tiny_gpt2, args, message):
 
 
 def test_unreachable_model_names_the_fix(monkeypatch, fsc_dir):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable at import; without the network it would retry for ~25 s
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     res = invoke(
         "eval",
         "--set",

@@ -186,6 +186,70 @@ def config_cmd(
     sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+@app.command("sweep")
+@user_errors
+def sweep_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Sweep folder (one sub-folder per cell).")],
+    config: ConfigOpt = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated algorithm names, e.g. pin,rlprompt,pez.")
+    ] = "pez",
+    alphas: Annotated[
+        str, typer.Option(help="Comma-separated perplexity weights α, e.g. 0,0.5,1.")
+    ] = "0",
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated few-shot split seeds (task.split_seed).")
+    ] = "16-100,16-13,16-21,16-42,16-87",
+    method_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method-set",
+            help="Override for one method's cells, METHOD:KEY=VALUE, e.g. pez:algorithm.lr=0.1 "
+            "(repeatable).",
+        ),
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run method x α x split seed, one training run per cell; finished cells are skipped and
+    interrupted ones resume. Then `hardprompts report DIR`."""
+    from hardprompts.sweep import parse_alphas, parse_list, parse_method_overrides, run_sweep
+
+    base = _load(config, set_).to_dict()  # validated here; each cell is validated again
+    method_list = parse_list(methods, "methods")
+    overrides = parse_method_overrides(method_set or [], method_list)
+
+    def announce(cell, status: str) -> None:
+        out.print(f"[bold]{status:>8}[/] {cell.out_dir}")
+
+    outcomes = run_sweep(
+        base,
+        method_list,
+        parse_alphas(alphas),
+        parse_list(seeds, "seeds"),
+        out_dir,
+        overrides,
+        on_cell=announce,
+    )
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ran", "resumed", "skipped")}
+    out.print(
+        ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f"; now run: hardprompts report {out_dir}"
+    )
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    sweep_dir: Annotated[Path, typer.Argument(help="The --out folder of `hardprompts sweep`.")],
+) -> None:
+    """Summarise a sweep: report.md, report.csv and the accuracy-perplexity plot tradeoff.png."""
+    from hardprompts.report import write_report
+
+    paths = write_report(sweep_dir)
+    for path in paths.values():
+        out.print(f"wrote {path}")
+
+
 def main() -> None:
     """Entry point of the ``hardprompts`` command."""
     app()

@@ -1,0 +1,544 @@
+"""RLPrompt and PIN: discrete prompts by soft Q-learning over the tokens of a frozen LM.
+
+``algorithm.name: rlprompt``
+    Deng et al., "RLPrompt: Optimizing Discrete Text Prompts with Reinforcement Learning",
+    EMNLP 2022. Shannon entropy (softmax policy), on-policy updates on the prompts just sampled,
+    top-256 sampling (METHODS.md §3).
+``algorithm.name: pin``
+    Choi et al., "Hard Prompts Made Interpretable: Sparse Entropy Regularization for Prompt
+    Tuning with RL", ACL 2024. Sparse Tsallis entropy (sparsemax policy), the ignorable-token
+    filter (only the policy LM's own top-k next tokens), off-policy updates from a replay buffer of
+    the frozen LM's hidden states (METHODS.md §4).
+
+Both are one algorithm with different settings, so one class runs both. The policy is
+:class:`hardprompts.policy.PromptPolicy` (a frozen causal LM and a trainable head ψ with
+Q_θ(s_t, ·) = W_LM · ψ(h_t) + b); the losses are :func:`hardprompts.functional.sql_loss`; the
+reward is :class:`hardprompts.rewards.TrainingReward`. One step:
+
+1. sample P prompts of T tokens from π(·|s_t) (one batched, KV-cached pass of the frozen LM);
+2. score them on the whole training split: R(z), z-scored over the P prompts, ×5;
+3. update ψ: on the P fresh prompts (on-policy) or on a batch drawn from the replay buffer,
+   with Q recomputed from the stored hidden states (no LM forward); clip; Adam; then the
+   Polyak update of the target head ψ′.
+
+Evaluation (``eval_prompts``) is the greedy prompt, argmax_a Q(s_t, a) at every step.
+
+The reward uses the whole training split every step (32 examples for a 2-class 16-shot split).
+RLPrompt's code took batches of 16 in file order without shuffling; the LM-BFF files are sorted
+by label, so each of its batches held one class only. Scoring the whole split also makes the
+reward a function of the prompt alone, which the reward cache relies on.
+
+Logged every step: ``rewards/mean`` (R_total), ``rewards/task`` (R_task), ``rewards/task_max``,
+``rewards/perplexity`` (mean log PPL, when its weight is > 0), ``rewards/new_prompts`` (cache
+misses), ``losses/sql`` (and ``losses/v2``, ``losses/v3`` for v2_v3), ``charts/q_action``,
+``charts/v_target``, ``charts/grad_norm``, ``charts/policy_support`` (Tsallis),
+``charts/replay_size``, and the step's time split ``charts/{sample,reward,update}_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal, NamedTuple
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from hardprompts.config import AlgorithmConfig, register_algorithm
+from hardprompts.errors import ConfigError
+from hardprompts.functional import sql_loss_and_stats
+from hardprompts.modeling import load_lm, load_tokenizer
+from hardprompts.policy import PromptPolicy
+from hardprompts.rewards import TrainingReward
+from hardprompts.training import Algorithm, RunContext
+
+__all__ = ["PINConfig", "RLPromptConfig", "ReplayBatch", "ReplayBuffer", "SoftQPrompt"]
+
+LossName = Literal["v1", "v2", "v3", "v2_v3", "mc_return"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration: one class per paper, shared fields on a common base
+# ----------------------------------------------------------------------------------------------
+
+
+class SoftQConfig(AlgorithmConfig):
+    """Fields shared by ``rlprompt`` and ``pin`` (same default in both papers)."""
+
+    alpha: float = Field(
+        1.0,
+        gt=0,
+        description="Entropy temperature α: V = α·logsumexp(Q/α) or α·spmax(Q/α). RLPrompt: 1; "
+        "PIN writes it as a reward scale 1/α = 1 for classification (2 for style transfer).",
+    )
+    prompts_per_step: int = Field(
+        16, ge=1, description="Prompts P sampled and scored per step (RLPrompt: 16)."
+    )
+    learning_rate: float = Field(5e-5, gt=0, description="Adam step size (both papers: 5e-5).")
+    grad_clip: float | None = Field(
+        5.0, gt=0, description="Clip ψ's gradient to this global norm; null = off (RLPrompt: 5)."
+    )
+    target_update_rate: float = Field(
+        0.001,
+        ge=0,
+        le=1,
+        description="Polyak τ of the target head, θ′ ← (1 − τ)θ′ + τθ every step (RLPrompt: 0.001).",
+    )
+    residual_head: bool = Field(
+        False,
+        description="ψ(h) = h + MLP(h), so that Q starts at the LM's own logits (ours). Default "
+        "off: the papers' ψ(h) = MLP(h) with Xavier gain 1e-4, Q ≈ 0 at the start.",
+    )
+    reward_correct_coef: float = Field(
+        200.0, gt=0, description="λ₂, weight of a positive gap in the reward (RLPrompt: 200)."
+    )
+    reward_incorrect_coef: float = Field(
+        180.0, gt=0, description="λ₁, weight of a negative gap in the reward (RLPrompt: 180)."
+    )
+    reward_zscore: bool = Field(
+        True,
+        description="z-score R over the prompts of each step, (R − mean)/(std + 1e-4) (RLPrompt).",
+    )
+    reward_scale: float = Field(
+        5.0, gt=0, description="Shaping factor after the z-score (RLPrompt, classification: 5)."
+    )
+    perplexity_weight: float = Field(
+        0.0,
+        ge=0,
+        description="α of METHODS.md section 6: R_total = R_task − α·log PPL(z), before the "
+        "z-score (Patel et al. 2025). 0 = off.",
+    )
+    perplexity_model: str | None = Field(
+        None,
+        description="Causal reference LM of the perplexity term. Unset: the policy's frozen LM "
+        "(METHODS.md §6).",
+    )
+    reward_cache: bool = Field(
+        True,
+        description="Score each distinct prompt on the training split once and reuse it (ours; "
+        "the reward is deterministic given the prompt).",
+    )
+    replay_batch_size: int = Field(
+        256,
+        ge=1,
+        description="Transitions per off-policy update, drawn as whole prompts: ⌊256 / T⌋ "
+        "prompts of T tokens (PIN: 256). Used when replay_capacity > 0.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SoftQConfig:
+        if self.reward_zscore and self.prompts_per_step < 2:
+            raise ValueError(
+                "algorithm.reward_zscore needs algorithm.prompts_per_step ≥ 2 (the z-score of one "
+                "prompt is always 0); raise prompts_per_step or set reward_zscore: false"
+            )
+        if self.perplexity_model is not None and self.perplexity_weight == 0.0:
+            raise ValueError(
+                "algorithm.perplexity_model is set but algorithm.perplexity_weight is 0; set a "
+                "weight > 0 to use it"
+            )
+        return self
+
+    def make(self, ctx: RunContext) -> SoftQPrompt:
+        return SoftQPrompt(ctx, self)
+
+
+@register_algorithm("rlprompt")
+class RLPromptConfig(SoftQConfig):
+    """RLPrompt (Deng et al., EMNLP 2022): soft Q-learning with Shannon entropy, on-policy.
+
+    Defaults are the paper's few-shot classification settings: distilgpt2 policy
+    (``policy.model``), 5 tokens, MLP 2048, 16 prompts a step, top-256 sampling, α = 1, loss
+    (v2 + v3)/2, Adam 5e-5, clip 5, τ = 0.001, reward 200/180 z-scored ×5. The paper trains
+    12,000 steps: set ``train.steps: 12000`` (the loop's default).
+    """
+
+    name: Literal["rlprompt"] = Field("rlprompt", description="RLPrompt (Deng et al., 2022).")
+    entropy: Literal["shannon", "tsallis"] = Field(
+        "shannon",
+        description="Entropy regulariser: shannon (softmax policy, RLPrompt) or tsallis "
+        "(sparsemax policy, PIN).",
+    )
+    loss: LossName = Field(
+        "v2_v3",
+        description="Soft Q-learning loss: v1 one-step soft Q, v2 one-step path consistency, v3 "
+        "multi-step path consistency, v2_v3 their mean (RLPrompt's shipped default "
+        "'v2_v2r_v3_v3r'), mc_return regression on the Monte-Carlo return.",
+    )
+    top_k: int | None = Field(
+        256,
+        ge=1,
+        description="Sample among the k most probable tokens (RLPrompt: 256 for classification, "
+        "50 for style transfer); null = the whole policy.",
+    )
+    token_filter_k: int | None = Field(
+        None,
+        ge=1,
+        description="Mask Q outside the policy LM's own top-k next tokens (PIN's filter); null = "
+        "off (RLPrompt). Clamped to the LM's vocabulary size.",
+    )
+    replay_capacity: int = Field(
+        0,
+        ge=0,
+        description="Replay buffer size in transitions (prompt tokens); 0 = on-policy updates on "
+        "the prompts just sampled (RLPrompt: only on-policy works in its code).",
+    )
+
+
+@register_algorithm("pin")
+class PINConfig(SoftQConfig):
+    """PIN (Choi et al., ACL 2024): sparse Tsallis entropy, token filter, replay buffer.
+
+    Defaults are the paper's classification settings: Tsallis entropy, filter k = 10,000,
+    buffer 64,000 transitions with batches of 256, α = 1 (reward scale 1/α = 1), Adam 5e-5,
+    prompt length 5, MLP 2048. The paper's policy LM is facebook/opt-125m (set
+    ``policy.model``) and it trains 6,000 steps (``train.steps: 6000``). Loss: the bootstrapped
+    (v2 + v3)/2, as RLPrompt, not the Monte-Carlo regression PIN's README runs as "v1"
+    (``loss: mc_return``), see METHODS.md §4.
+    """
+
+    name: Literal["pin"] = Field("pin", description="PIN (Choi et al., 2024).")
+    entropy: Literal["shannon", "tsallis"] = Field(
+        "tsallis",
+        description="Entropy regulariser: tsallis (sparsemax policy, PIN) or shannon (softmax, "
+        "RLPrompt).",
+    )
+    loss: LossName = Field(
+        "v2_v3",
+        description="Soft Q-learning loss. Default the bootstrapped (v2 + v3)/2 (PIN's v2/v3 "
+        "family, RLPrompt's default; ours: keeps the comparison with RLPrompt to PIN's three "
+        "changes); mc_return = the Monte-Carlo regression that PIN's README runs as 'v1'; v1 = "
+        "one-step soft Q with the spmax target.",
+    )
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        description="Sample among the k most probable tokens; null = the whole sparsemax policy, "
+        "already sparse and inside the token filter (our choice).",
+    )
+    token_filter_k: int | None = Field(
+        10_000,
+        ge=1,
+        description="Ignorable-token filter: mask Q outside the policy LM's own top-k next tokens "
+        "(PIN: 10,000 for text); null = off. Clamped to the LM's vocabulary size.",
+    )
+    replay_capacity: int = Field(
+        64_000,
+        ge=0,
+        description="Replay buffer size in transitions (prompt tokens), stored as whole prompts "
+        "of T tokens (PIN: 64,000); 0 = on-policy.",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Replay buffer of frozen-LM hidden states (PIN, METHODS.md §4 fix 3)
+# ----------------------------------------------------------------------------------------------
+
+
+class ReplayBatch(NamedTuple):
+    """Whole prompts for the loss.
+
+    Attributes:
+        hidden: [B, T, d] float32 frozen-LM hidden states h_t at s_0 … s_{T−1}.
+        tokens: [B, T] long actions a_0 … a_{T−1}.
+        reward: [B] float32 final shaped reward r.
+    """
+
+    hidden: Tensor
+    tokens: Tensor
+    reward: Tensor
+
+
+class ReplayBuffer:
+    """Ring buffer of whole prompts, preallocated; the oldest prompt is overwritten first.
+
+    Args:
+        capacity: prompts held (the config's transitions ÷ T).
+        length: T, tokens per prompt.
+        hidden_dim: d of the policy LM.
+        device: where the tensors live (the policy's device).
+    """
+
+    def __init__(self, capacity: int, length: int, hidden_dim: int, device: torch.device) -> None:
+        self.capacity = capacity
+        self.hidden = torch.zeros(capacity, length, hidden_dim, device=device)
+        self.tokens = torch.zeros(capacity, length, dtype=torch.long, device=device)
+        self.reward = torch.zeros(capacity, device=device)
+        self.pos = 0  # next slot to write
+        self.size = 0  # filled slots
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, batch: ReplayBatch) -> None:
+        """Append B prompts (B may exceed the free space; the oldest are overwritten)."""
+        n = batch.tokens.shape[0]
+        if n > self.capacity:  # only the newest `capacity` prompts can stay
+            batch = ReplayBatch(*(t[n - self.capacity :] for t in batch))
+            n = self.capacity
+        slots = (self.pos + torch.arange(n, device=self.tokens.device)) % self.capacity
+        self.hidden[slots] = batch.hidden.to(self.hidden)
+        self.tokens[slots] = batch.tokens.to(self.tokens)
+        self.reward[slots] = batch.reward.to(self.reward)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n: int, generator: torch.Generator) -> ReplayBatch:
+        """n prompts drawn uniformly with replacement from the filled slots."""
+        if self.size == 0:
+            raise RuntimeError("sample() from an empty replay buffer")
+        idx = torch.randint(self.size, (n,), generator=generator, device=generator.device)
+        idx = idx.to(self.tokens.device)
+        return ReplayBatch(self.hidden[idx], self.tokens[idx], self.reward[idx])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "hidden": self.hidden[: self.size],
+            "tokens": self.tokens[: self.size],
+            "reward": self.reward[: self.size],
+            "pos": self.pos,
+            "size": self.size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        size = int(state["size"])
+        if size > self.capacity or tuple(state["hidden"].shape[1:]) != tuple(self.hidden.shape[1:]):
+            raise ValueError(
+                f"replay buffer checkpoint holds {size} prompts of shape "
+                f"{tuple(state['hidden'].shape[1:])}; this buffer holds {self.capacity} of "
+                f"{tuple(self.hidden.shape[1:])}"
+            )
+        self.hidden[:size] = state["hidden"].to(self.hidden)
+        self.tokens[:size] = state["tokens"].to(self.tokens)
+        self.reward[:size] = state["reward"].to(self.reward)
+        self.pos, self.size = int(state["pos"]), size
+
+
+# ----------------------------------------------------------------------------------------------
+# The algorithm
+# ----------------------------------------------------------------------------------------------
+
+
+class TextPolicy(PromptPolicy):
+    """:class:`PromptPolicy` whose actions are the tokenizer's tokens only.
+
+    Some LMs pad their output layer beyond the tokenizer (OPT-125M: 50,272 rows, 50,265 tokens);
+    the extra rows decode to nothing, so their Q is −inf like a filtered token, in sampling,
+    greedy decoding and the loss alike. With PIN's filter the top-k is taken before this mask.
+    """
+
+    def q_values(
+        self,
+        hidden: Tensor,
+        filter_mask: Tensor | None = None,
+        *,
+        token_filter_k: int | None = None,
+        target: bool = False,
+    ) -> Tensor:
+        q = super().q_values(hidden, filter_mask, token_filter_k=token_filter_k, target=target)
+        n_text = len(self.tokenizer)
+        if n_text >= q.shape[-1]:
+            return q
+        not_text = torch.arange(q.shape[-1], device=q.device) >= n_text  # [V]
+        return q.masked_fill(not_text, float("-inf"))
+
+
+class SoftQPrompt(Algorithm):
+    """Soft Q-learning prompt optimiser: RLPrompt or PIN, depending on the config's settings."""
+
+    def __init__(self, ctx: RunContext, cfg: SoftQConfig) -> None:
+        super().__init__(ctx)
+        self.cfg = cfg
+        self.method = cfg.name
+        pc = ctx.config.policy
+        seed = ctx.config.train.seed
+        self.length = pc.prompt_length  # T
+
+        # Policy: the frozen causal LM and the head ψ, initialised from the run's seed alone.
+        tokenizer = load_tokenizer(pc.model)
+        lm = load_lm(pc.model, "causal", device=pc.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.policy = TextPolicy(
+                lm, tokenizer, hidden_size=pc.mlp_hidden, residual=cfg.residual_head
+            )
+        vocab = self.policy.vocab_size
+        # PIN's filter k (10,000) is clamped to the vocabulary, e.g. for small test models.
+        self.filter_k = None if cfg.token_filter_k is None else min(cfg.token_filter_k, vocab)
+        self.top_k = cfg.top_k
+
+        self.optimizer = torch.optim.Adam(self.policy.trainable_parameters(), lr=cfg.learning_rate)
+        self.generator = torch.Generator(device=self.policy.device).manual_seed(seed)
+
+        self.buffer: ReplayBuffer | None = None
+        self.replay_prompts = 0
+        if cfg.replay_capacity > 0:
+            capacity = cfg.replay_capacity // self.length
+            if capacity < cfg.prompts_per_step:
+                raise ConfigError(
+                    f"algorithm.replay_capacity {cfg.replay_capacity} holds fewer than one step "
+                    f"of prompts ({cfg.prompts_per_step} × policy.prompt_length {self.length} = "
+                    f"{cfg.prompts_per_step * self.length} transitions); raise it, or set 0 for "
+                    "on-policy updates"
+                )
+            self.buffer = ReplayBuffer(
+                capacity, self.length, self.policy.hidden_dim, self.policy.device
+            )
+            self.replay_prompts = max(1, cfg.replay_batch_size // self.length)
+
+        reference = None
+        if cfg.perplexity_weight > 0:
+            if cfg.perplexity_model is None:
+                reference = (self.policy.lm, tokenizer)
+            else:
+                reference = (
+                    load_lm(cfg.perplexity_model, "causal", device=pc.device),
+                    load_tokenizer(cfg.perplexity_model),
+                )
+        self.reward = TrainingReward(
+            ctx.target,
+            ctx.train,
+            correct_coef=cfg.reward_correct_coef,
+            incorrect_coef=cfg.reward_incorrect_coef,
+            normalise=cfg.reward_zscore,
+            scale=cfg.reward_scale,
+            perplexity_weight=cfg.perplexity_weight,
+            reference=reference,
+            cache=cfg.reward_cache,
+        )
+        # Greedy prompts shown to the loop, with their policy tokens (for result.json).
+        self.eval_tokens: dict[str, list[str]] = {}
+
+    # -- one training step -------------------------------------------------------------------
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.policy.train()
+        sample = self.policy.sample(
+            cfg.prompts_per_step,
+            self.length,
+            entropy=cfg.entropy,
+            alpha=cfg.alpha,
+            top_k=self.top_k,
+            token_filter_k=self.filter_k,
+            generator=self.generator,
+        )  # tokens [P, T], hidden [P, T, d]
+        prompts = self.policy.decode(sample.tokens)
+
+        t1 = time.perf_counter()
+        reward = self.reward(prompts)  # R_task, log PPL, R_total, r_final: each [P]
+
+        t2 = time.perf_counter()
+        fresh = ReplayBatch(sample.hidden, sample.tokens, reward.shaped.to(self.policy.device))
+        if self.buffer is not None:  # PIN: off-policy, from the buffer (fresh prompts included)
+            self.buffer.add(fresh)
+            batch = self.buffer.sample(self.replay_prompts, self.generator)
+        else:  # RLPrompt: on-policy, the prompts just sampled
+            batch = fresh
+        stats = self._update(batch)
+        t3 = time.perf_counter()
+
+        values = {
+            "rewards/mean": float(reward.total.mean()),
+            "rewards/task": float(reward.task.mean()),
+            "rewards/task_max": float(reward.task.max()),
+            "rewards/shaped_std": float(reward.shaped.std(correction=0)),
+            "rewards/new_prompts": float(reward.scored),
+            **stats,
+            "charts/distinct_prompts": float(len(set(prompts))),
+            "charts/sample_seconds": t1 - t0,
+            "charts/reward_seconds": t2 - t1,
+            "charts/update_seconds": t3 - t2,
+        }
+        if reward.log_perplexity is not None:
+            values["rewards/perplexity"] = float(reward.log_perplexity.mean())  # mean log PPL
+        if self.buffer is not None:
+            values["charts/replay_size"] = float(len(self.buffer) * self.length)
+        return values
+
+    def _update(self, batch: ReplayBatch) -> dict[str, float]:
+        """One gradient step of ψ on the soft Q-learning loss, then the Polyak update of ψ′."""
+        cfg = self.cfg
+        mask = None
+        if self.filter_k is not None:  # the same filter for online and target Q (METHODS.md §4)
+            mask = self.policy.token_filter(batch.hidden, self.filter_k)  # [B, T, V]
+        q = self.policy.q_values(batch.hidden, mask)  # Q_θ(s_t, ·)   [B, T, V]
+        q_target = self.policy.q_values(batch.hidden, mask, target=True)  # Q_θ′(s_t, ·)
+        loss, stats = sql_loss_and_stats(
+            q,
+            q_target,
+            batch.tokens,
+            batch.reward,
+            variant=cfg.loss,
+            entropy=cfg.entropy,
+            alpha=cfg.alpha,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = self.policy.trainable_parameters()
+        if cfg.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
+            )
+        self.optimizer.step()
+        self.policy.update_target(cfg.target_update_rate)  # θ′ ← (1 − τ)θ′ + τθ
+
+        out = {"losses/sql": float(loss.detach()), "charts/grad_norm": float(grad_norm)}
+        for key, value in stats.items():
+            if key in ("loss", "reward"):
+                continue
+            prefix = "losses" if key.startswith("loss_") else "charts"
+            out[f"{prefix}/{key.removeprefix('loss_')}"] = float(value)
+        return out
+
+    # -- evaluation and results --------------------------------------------------------------
+
+    def eval_prompts(self) -> list[str]:
+        """The greedy prompt: argmax_a Q(s_t, a) at each step (filter applied for PIN)."""
+        self.policy.eval()
+        sample = self.policy.sample(1, self.length, greedy=True, token_filter_k=self.filter_k)
+        prompt = self.policy.decode(sample.tokens)[0]
+        self.eval_tokens[prompt] = self.policy.token_strings(sample.tokens)[0]
+        return [prompt]
+
+    def prompt_tokens(self, prompt: str) -> list[str]:
+        """The policy tokens the prompt was written with (policy tokenizer's strings)."""
+        if prompt in self.eval_tokens:
+            return list(self.eval_tokens[prompt])
+        tok = self.policy.tokenizer
+        return tok.convert_ids_to_tokens(tok(prompt, add_special_tokens=False)["input_ids"])
+
+    def perplexity_judge(self) -> tuple[Any, Any]:
+        """result.json's prompt perplexity is under the policy's frozen LM."""
+        return self.policy.lm, self.policy.tokenizer
+
+    def result_extras(self) -> dict[str, Any]:
+        return {
+            "policy_model": self.ctx.config.policy.model,
+            # Distinct prompts scored on the training split (known only with the cache on).
+            "distinct_prompts_scored": len(self.reward.cache) if self.cfg.reward_cache else None,
+        }
+
+    # -- checkpoint --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "heads": self.policy.head_state_dict(),  # ψ and ψ′ (the LM is frozen)
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "reward_cache": self.reward.state_dict(),
+            "buffer": None if self.buffer is None else self.buffer.state_dict(),
+            "eval_tokens": dict(self.eval_tokens),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_head_state_dict(state["heads"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.reward.load_state_dict(state["reward_cache"])
+        if self.buffer is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.eval_tokens = {k: list(v) for k, v in state["eval_tokens"].items()}

@@ -1,0 +1,308 @@
+"""``hardprompts report DIR``: tables and the accuracy-perplexity trade-off of a sweep.
+
+Reads every ``DIR/<method>/alpha=<α>/seed=<seed>/result.json`` written by ``hardprompts sweep``
+and writes, atomically:
+
+* ``report.csv``: one row per (method, α): number of split seeds, test accuracy mean and sample
+  standard deviation (ddof = 1, empty for one seed) over seeds, dev accuracy mean, prompt
+  perplexity mean (arithmetic, over the seeds that have one), and every seed's prompt. Numbers are
+  written at full precision.
+* ``report.md``: the same summary for reading, then one row per run with the LM that judged its
+  perplexity, and a warning when the runs were judged by different LMs (not comparable).
+* ``tradeoff.png``: test accuracy against prompt perplexity, one line per method through its α
+  points (ordered by α, labelled ``α=…``), error bars = std over seeds; log-scale x when the
+  perplexities span more than a factor of 10 (the paper's trade-off figure, METHODS.md 6).
+* ``tradeoff.json``: the plotted series (method, α, x, y, std) and the x scale, so tools and tests
+  can read the figure's content without parsing pixels.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hardprompts.checkpoint import atomic_write_json, atomic_write_text
+from hardprompts.errors import DataError
+
+__all__ = ["Run", "Summary", "collect", "summarise", "write_report"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished cell of a sweep."""
+
+    method: str
+    alpha: float
+    seed: str
+    test_accuracy: float | None
+    dev_accuracy: float
+    prompt_perplexity: float | None
+    prompt: str
+    judge: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Runs of one (method, α) aggregated over split seeds."""
+
+    method: str
+    alpha: float
+    seeds: list[str]
+    test_accuracy_mean: float | None
+    test_accuracy_std: float | None
+    dev_accuracy_mean: float
+    prompt_perplexity_mean: float | None
+    prompts: list[str]
+
+
+def collect(root: str | Path) -> list[Run]:
+    """Every ``<method>/alpha=<α>/seed=<seed>/result.json`` under ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"sweep folder {root} does not exist; pass the --out of `hardprompts sweep`"
+        )
+    runs = []
+    for path in sorted(root.glob("*/alpha=*/seed=*/result.json")):
+        seed_dir, alpha_dir, method_dir = path.parent, path.parent.parent, path.parent.parent.parent
+        try:
+            alpha = float(alpha_dir.name.removeprefix("alpha="))
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path}: not a sweep result ({exc})") from None
+        runs.append(
+            Run(
+                method=method_dir.name,
+                alpha=alpha,
+                seed=seed_dir.name.removeprefix("seed="),
+                test_accuracy=result.get("test_accuracy"),
+                dev_accuracy=result["dev_accuracy"],
+                prompt_perplexity=result.get("prompt_perplexity"),
+                prompt=result["best_prompt"],
+                judge=str(result.get("perplexity_reference") or "(not recorded)"),
+                path=path,
+            )
+        )
+    if not runs:
+        raise DataError(
+            f"no results under {root} (expected <method>/alpha=<a>/seed=<s>/result.json); run "
+            "`hardprompts sweep --out` into it first"
+        )
+    runs.sort(key=lambda r: (r.method, r.alpha, r.seed))
+    return runs
+
+
+def _finite(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def summarise(runs: list[Run]) -> list[Summary]:
+    """One :class:`Summary` per (method, α), in method then α order."""
+    groups: dict[tuple[str, float], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.method, run.alpha), []).append(run)
+    out = []
+    for (method, alpha), group in sorted(groups.items()):
+        tests = _finite([r.test_accuracy for r in group])
+        ppls = _finite([r.prompt_perplexity for r in group])
+        out.append(
+            Summary(
+                method=method,
+                alpha=alpha,
+                seeds=[r.seed for r in group],
+                test_accuracy_mean=statistics.fmean(tests) if tests else None,
+                test_accuracy_std=statistics.stdev(tests) if len(tests) > 1 else None,
+                dev_accuracy_mean=statistics.fmean(r.dev_accuracy for r in group),
+                prompt_perplexity_mean=statistics.fmean(ppls) if ppls else None,
+                prompts=[r.prompt for r in group],
+            )
+        )
+    return out
+
+
+_CSV_FIELDS = [
+    "method",
+    "alpha",
+    "n_seeds",
+    "seeds",
+    "test_accuracy_mean",
+    "test_accuracy_std",
+    "dev_accuracy_mean",
+    "prompt_perplexity_mean",
+    "prompts",
+]
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _csv(summaries: list[Summary]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(_CSV_FIELDS)
+    for s in summaries:
+        writer.writerow(
+            [
+                s.method,
+                _num(s.alpha),
+                len(s.seeds),
+                " ".join(s.seeds),
+                _num(s.test_accuracy_mean),
+                _num(s.test_accuracy_std),
+                _num(s.dev_accuracy_mean),
+                _num(s.prompt_perplexity_mean),
+                json.dumps(s.prompts, ensure_ascii=False),
+            ]
+        )
+    return buf.getvalue()
+
+
+def _md_cell(text: str) -> str:
+    """A prompt shown in a Markdown table: repr-quoted (control characters visible), | escaped."""
+    return repr(text).replace("|", "\\|")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _markdown(root: Path, summaries: list[Summary], runs: list[Run]) -> str:
+    lines = [
+        f"# Sweep report: {root}",
+        "",
+        "Test accuracy is the mean ± sample std over split seeds of the prompt chosen on dev; "
+        "prompt perplexity is each run's result.json value (under the run's reference LM, column "
+        "'judge' below), averaged. Trade-off figure: `tradeoff.png`.",
+        "",
+    ]
+    judges = sorted({r.judge for r in runs})
+    if len(judges) > 1:
+        lines += [
+            f"**Warning:** perplexities were judged by {len(judges)} different reference LMs "
+            f"({', '.join(judges)}), so they are not comparable across those runs. Give every "
+            "method the same judge (e.g. algorithm.reference_model for pez/softprompt).",
+            "",
+        ]
+    lines += [
+        "| method | α | seeds | test accuracy | dev accuracy | prompt perplexity | example prompt |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        acc = _fmt(s.test_accuracy_mean, ".4f")
+        if s.test_accuracy_std is not None:
+            acc += f" ± {s.test_accuracy_std:.4f}"
+        lines.append(
+            f"| {s.method} | {s.alpha:g} | {len(s.seeds)} | {acc} | {s.dev_accuracy_mean:.4f} | "
+            f"{_fmt(s.prompt_perplexity_mean, '.2f')} | {_md_cell(s.prompts[0])} |"
+        )
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| method | α | seed | test accuracy | dev accuracy | prompt perplexity | judge | prompt |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.method} | {r.alpha:g} | {r.seed} | {_fmt(r.test_accuracy, '.4f')} | "
+            f"{r.dev_accuracy:.4f} | {_fmt(r.prompt_perplexity, '.2f')} | {r.judge} | "
+            f"{_md_cell(r.prompt)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def tradeoff_series(summaries: list[Summary]) -> dict[str, Any]:
+    """The figure's content: per method, points (perplexity, accuracy) ordered by α."""
+    series = []
+    for method in dict.fromkeys(s.method for s in summaries):
+        points = [
+            s
+            for s in summaries
+            if s.method == method
+            and s.test_accuracy_mean is not None
+            and s.prompt_perplexity_mean is not None
+        ]
+        points.sort(key=lambda s: s.alpha)
+        if points:
+            series.append(
+                {
+                    "method": method,
+                    "alpha": [s.alpha for s in points],
+                    "perplexity": [s.prompt_perplexity_mean for s in points],
+                    "accuracy": [s.test_accuracy_mean for s in points],
+                    "accuracy_std": [s.test_accuracy_std or 0.0 for s in points],
+                }
+            )
+    xs = [x for s in series for x in s["perplexity"]]
+    log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 10
+    return {"series": series, "xscale": "log" if log_x else "linear"}
+
+
+def _plot(content: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    try:
+        for s in content["series"]:
+            ax.errorbar(
+                s["perplexity"],
+                s["accuracy"],
+                yerr=s["accuracy_std"],
+                marker="o",
+                capsize=3,
+                label=s["method"],
+            )
+            for x, y, a in zip(s["perplexity"], s["accuracy"], s["alpha"], strict=True):
+                ax.annotate(
+                    f"α={a:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
+                )
+        ax.set_xscale(content["xscale"])
+        ax.set_xlabel("prompt perplexity (lower reads better)")
+        ax.set_ylabel("test accuracy (mean over split seeds)")
+        ax.set_title("Accuracy vs prompt perplexity")
+        if content["series"]:
+            ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(fig)
+
+
+def write_report(root: str | Path) -> dict[str, Path]:
+    """Write report.csv, report.md, tradeoff.png and tradeoff.json into ``root``; returns paths."""
+    root = Path(root)
+    runs = collect(root)
+    summaries = summarise(runs)
+    paths = {
+        "csv": root / "report.csv",
+        "md": root / "report.md",
+        "png": root / "tradeoff.png",
+        "json": root / "tradeoff.json",
+    }
+    atomic_write_text(paths["csv"], _csv(summaries))
+    atomic_write_text(paths["md"], _markdown(root, summaries, runs))
+    content = tradeoff_series(summaries)
+    atomic_write_json(paths["json"], content)
+    _plot(content, paths["png"])
+    return paths

@@ -1,0 +1,217 @@
+"""``hardprompts sweep``: a grid of method x perplexity weight α x few-shot split seed.
+
+Each cell is an ordinary :func:`hardprompts.training.run` of the base configuration with three
+fields set: ``algorithm.name`` (the method), ``algorithm.perplexity_weight`` (α) and
+``task.split_seed``; it writes into ``DIR/<method>/alpha=<α>/seed=<split seed>/``. Precedence per
+cell: base config (YAML < ``--set``) < the grid's three fields < that method's own overrides
+(``--method-set pez:algorithm.lr=0.1``). The base config's ``algorithm`` fields are kept for the
+cells of the method it names and dropped for the others.
+
+Resumable: a cell whose ``result.json`` exists is skipped; any other cell runs with
+``resume=True``, so one interrupted after a checkpoint continues from it, and one that never
+reached a checkpoint starts afresh. A cell whose saved config differs from the grid's (the
+sweep was changed in between) stops with the loop's error naming the fields.
+
+A method without a perplexity term (its config has no ``perplexity_weight`` field, e.g.
+``softprompt``) has a single point on the trade-off curve: it runs once per seed, under
+``alpha=0``, whatever ``--alphas`` holds.
+
+Cells run one after another in this process; two sweeps must not share a folder at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from hardprompts.checkpoint import atomic_write_json
+from hardprompts.config import Config, apply_overrides, config_from_dict
+from hardprompts.errors import ConfigError
+
+__all__ = [
+    "Cell",
+    "cell_dir",
+    "format_alpha",
+    "parse_alphas",
+    "parse_list",
+    "parse_method_overrides",
+    "plan",
+    "run_sweep",
+]
+
+Status = Literal["ran", "resumed", "skipped"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    method: str
+    alpha: float
+    seed: str
+    out_dir: Path
+    config: Config
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What :func:`run_sweep` did with a cell, and the cell's result.json."""
+
+    cell: Cell
+    status: Status
+    result: dict[str, Any]
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    """Comma-separated items, stripped, empty ones dropped; an empty list is a ConfigError."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"--{what}: give at least one value, comma-separated")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"--{what}: {text!r} repeats a value")
+    return items
+
+
+def parse_alphas(text: str) -> list[float]:
+    """``"0,0.5,1"`` -> [0.0, 0.5, 1.0]; each α must be a number >= 0."""
+    alphas = []
+    for item in parse_list(text, "alphas"):
+        try:
+            alpha = float(item)
+        except ValueError:
+            raise ConfigError(
+                f"--alphas: {item!r} is not a number (e.g. --alphas 0,0.5,1)"
+            ) from None
+        if not alpha >= 0:
+            raise ConfigError(f"--alphas: {item!r} is negative; perplexity weights are >= 0")
+        alphas.append(alpha)
+    if len({format_alpha(a) for a in alphas}) != len(alphas):
+        raise ConfigError(f"--alphas: {text!r} repeats a value")
+    return alphas
+
+
+def format_alpha(alpha: float) -> str:
+    """Folder form of α: 0, 0.5, 1, 0.001 (``%g``, shortest round-trip)."""
+    return f"{alpha:g}" if float(f"{alpha:g}") == alpha else repr(alpha)
+
+
+def parse_method_overrides(items: Iterable[str], methods: Sequence[str]) -> dict[str, list[str]]:
+    """``["pez:algorithm.lr=0.1", ...]`` -> {"pez": ["algorithm.lr=0.1"], ...}."""
+    out: dict[str, list[str]] = {m: [] for m in methods}
+    for item in items:
+        method, sep, override = item.partition(":")
+        if not sep or "=" not in override:
+            raise ConfigError(
+                f"--method-set {item!r}: expected METHOD:KEY=VALUE, e.g. pez:algorithm.lr=0.1"
+            )
+        if method not in out:
+            raise ConfigError(
+                f"--method-set {item!r}: {method!r} is not among --methods ({', '.join(methods)})"
+            )
+        out[method].append(override)
+    return out
+
+
+def _has_perplexity_weight(method: str) -> bool:
+    from hardprompts.config import _ALGORITHMS, algorithm_names
+
+    if method not in algorithm_names():
+        raise ConfigError(
+            f"--methods: unknown method {method!r}; valid methods: {', '.join(algorithm_names())}"
+        )
+    return "perplexity_weight" in _ALGORITHMS[method].model_fields
+
+
+def cell_dir(root: Path, method: str, alpha: float, seed: str) -> Path:
+    """``root/<method>/alpha=<α>/seed=<seed>``."""
+    return Path(root) / method / f"alpha={format_alpha(alpha)}" / f"seed={seed}"
+
+
+def plan(
+    base: dict[str, Any],
+    methods: Sequence[str],
+    alphas: Sequence[float],
+    seeds: Sequence[str],
+    root: Path,
+    method_overrides: dict[str, list[str]] | None = None,
+) -> list[Cell]:
+    """Every cell of the grid with its validated config (errors surface before anything runs)."""
+    method_overrides = method_overrides or {}
+    cells = []
+    for method in methods:
+        method_alphas = alphas if _has_perplexity_weight(method) else [0.0]
+        for alpha in method_alphas:
+            for seed in seeds:
+                data = copy.deepcopy(base)
+                algo = data.get("algorithm") or {}
+                algo = dict(algo) if algo.get("name") == method else {}
+                algo["name"] = method
+                if _has_perplexity_weight(method):
+                    algo["perplexity_weight"] = alpha
+                data["algorithm"] = algo
+                data.setdefault("task", {})["split_seed"] = seed
+                out = cell_dir(root, method, alpha, seed)
+                data["out_dir"] = str(out)
+                apply_overrides(data, method_overrides.get(method, []))
+                source = f"sweep cell {method} alpha={format_alpha(alpha)} seed={seed}"
+                cells.append(Cell(method, alpha, seed, out, config_from_dict(data, source)))
+    return cells
+
+
+def run_sweep(
+    base: dict[str, Any],
+    methods: Sequence[str],
+    alphas: Sequence[float],
+    seeds: Sequence[str],
+    root: str | Path,
+    method_overrides: dict[str, list[str]] | None = None,
+    *,
+    show_progress: bool = True,
+    on_cell=None,
+) -> list[CellOutcome]:
+    """Run (or skip, or resume) every cell; see the module docstring.
+
+    Args:
+        base: the base configuration as a nested dict (YAML with ``--set`` applied).
+        methods, alphas, seeds: the grid.
+        root: the sweep folder.
+        method_overrides: per-method ``KEY=VALUE`` overrides.
+        show_progress: show each cell's training bar.
+        on_cell: optional callback ``on_cell(cell, status)`` before each cell runs or is skipped.
+    """
+    from hardprompts.training import run
+
+    root = Path(root)
+    cells = plan(base, methods, alphas, seeds, root, method_overrides)
+    atomic_write_json(
+        root / "sweep.json",
+        {
+            "methods": list(methods),
+            "alphas": list(alphas),
+            "seeds": list(seeds),
+            "method_overrides": method_overrides or {},
+            "cells": [str(c.out_dir.relative_to(root)) for c in cells],
+        },
+    )
+    outcomes = []
+    for cell in cells:
+        result_path = cell.out_dir / "result.json"
+        if result_path.exists():
+            status: Status = "skipped"
+            if on_cell:
+                on_cell(cell, status)
+            outcomes.append(CellOutcome(cell, status, json.loads(result_path.read_text())))
+            continue
+        has_ckpt = (cell.out_dir / "checkpoint").exists() or (
+            cell.out_dir / "checkpoint.old"
+        ).exists()
+        status = "resumed" if has_ckpt else "ran"
+        if on_cell:
+            on_cell(cell, status)
+        result = run(cell.config, resume=True, show_progress=show_progress)
+        outcomes.append(CellOutcome(cell, status, result))
+    return outcomes

@@ -1,0 +1,265 @@
+"""Differentiable scoring of prompt *embeddings* on an in-process target (PEZ, soft prompts).
+
+:meth:`HFTarget.score` takes prompt text. PEZ and prompt tuning need the class logits as a
+function of the prompt's input embeddings, with gradients. :class:`EmbeddingScorer` does this on
+the target's own model, template and verbalizers:
+
+1. each input is encoded by the target's template with the prompt slot holding T placeholder
+   positions (:func:`encode_with_prompt_slot`; the input alone is truncated, never the prompt, the
+   mask or the template's words, exactly as :class:`~hardprompts.templates.TemplateEncoder` does);
+2. the rows ``model.get_input_embeddings()(ids)`` at those T positions are replaced by the given
+   prompt embeddings, and the model runs on ``inputs_embeds``;
+3. the verbalizer logits are read at the mask (masked LM) or last (causal LM) position.
+
+With embeddings equal to the embedding rows of a token prompt, this reproduces
+``HFTarget.score`` for that prompt (the tests check this to 1e-5, for both kinds).
+
+Token convention: a prompt's tokens are the ids the template gives the prompt in its slot, so
+with ``"{x} {prompt} ..."`` and byte-level BPE the first prompt token carries the space marker
+(``Ġthe``): the template's whitespace before ``{prompt}`` belongs to the prompt's first token.
+:meth:`EmbeddingScorer.prompt_ids` and :meth:`EmbeddingScorer.prompt_text` convert both ways.
+
+:func:`prompt_nll` is the reference-LM negative log-likelihood of a prompt given as embeddings
+(METHODS.md 6, the perplexity term of PEZ's loss), also differentiable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hardprompts.errors import ConfigError, TargetError
+from hardprompts.templates import TemplateEncoder
+
+__all__ = ["EmbeddingScorer", "SlotEncoded", "encode_with_prompt_slot", "prompt_nll"]
+
+
+@dataclass(frozen=True)
+class SlotEncoded:
+    """Ids of one input with the prompt slot left as placeholders.
+
+    Attributes:
+        ids: token ids; the T positions ``prompt_start .. prompt_start + T - 1`` are placeholders.
+        position: the position whose logits give the class scores (mask, or last for causal).
+        prompt_start: first prompt position.
+    """
+
+    ids: list[int]
+    position: int
+    prompt_start: int
+
+
+def encode_with_prompt_slot(
+    encoder: TemplateEncoder, x: str, length: int, placeholder: int
+) -> SlotEncoded:
+    """Encode input ``x`` with ``length`` placeholder tokens in the template's prompt slot.
+
+    Mirrors :meth:`TemplateEncoder.encode` (same segments, same truncation of the input from its
+    end) with the prompt's ids replaced by ``length`` copies of ``placeholder``. The literal text
+    in front of ``{prompt}`` is kept up to its trailing whitespace, which the first prompt token
+    carries (see the module docstring).
+    """
+    segments = encoder.template.segments
+    if not any(seg.slot == "prompt" for seg in segments):
+        raise ConfigError(
+            f"task.template {encoder.template.text!r} has no {{prompt}} slot; prompt embeddings "
+            "need one, e.g. '{x} {prompt} {mask} .'"
+        )
+    # segment_ids drops only the prompt segment when its literal is blank; walk both in step.
+    encoded = encoder.segment_ids(x, "")
+    parts: list[tuple[str | None, list[int]]] = []
+    i = 0
+    for seg in segments:
+        if seg.slot == "prompt":
+            literal: list[int] = []
+            if i < len(encoded) and encoded[i][0] == "prompt":
+                literal = encoded[i][1]
+                i += 1
+            parts.append((None, literal))
+            parts.append(("prompt", [placeholder] * length))
+        else:
+            parts.append(encoded[i])
+            i += 1
+    total = len(encoder.lead) + len(encoder.trail) + sum(len(ids) for _, ids in parts)
+    excess = total - encoder.max_length
+    ids = list(encoder.lead)
+    position = prompt_start = -1
+    for slot, seg_ids in parts:
+        if slot == "x" and excess > 0:
+            keep = len(seg_ids) - excess
+            if keep < 1:
+                raise ConfigError(
+                    f"the template and a {length}-token prompt alone take "
+                    f"{total - len(seg_ids)} tokens, over the target's limit of "
+                    f"{encoder.max_length}; shorten the prompt or the template"
+                )
+            seg_ids = seg_ids[:keep]
+        if slot == "prompt":
+            prompt_start = len(ids)
+        ids.extend(seg_ids)
+        if slot == "mask":
+            position = len(ids) - 1
+    ids.extend(encoder.trail)
+    if encoder.kind == "causal":
+        position = len(ids) - 1
+    return SlotEncoded(ids, position, prompt_start)
+
+
+class EmbeddingScorer:
+    """Class logits of prompt embedding matrices on texts, differentiable in the embeddings.
+
+    Args:
+        target: an in-process target (:class:`~hardprompts.targets.hf.HFTarget`, masked or causal).
+        batch_size: (prompt, input) rows per forward. Unset: ``target.batch_size``, else 32.
+    """
+
+    def __init__(self, target, batch_size: int | None = None) -> None:
+        if not hasattr(target, "model") or not hasattr(target, "encoder"):
+            raise TargetError(
+                f"{type(target).__name__} gives no gradients: prompt embeddings need an in-process "
+                "Hugging Face target (target.kind masked or causal)"
+            )
+        self.target = target
+        self.model = target.model
+        self.encoder: TemplateEncoder = target.encoder
+        self.tokenizer = target.tokenizer
+        self.batch_size = batch_size or getattr(target, "batch_size", None) or 32
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def embedding_table(self) -> Tensor:
+        """The target's input embedding matrix [V, d] (frozen)."""
+        return self.model.get_input_embeddings().weight
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding_table.device
+
+    # ------------------------------------------------------------------ tokens <-> text
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The ids the target's template gives ``prompt`` in its slot (see the module docstring)."""
+        with_prompt = dict(self.encoder.segment_ids("", prompt)).get("prompt", [])
+        literal = dict(self.encoder.segment_ids("", "")).get("prompt", [])
+        if with_prompt[: len(literal)] != literal:
+            raise ConfigError(
+                f"task.template {self.encoder.template.text!r}: the words before {{prompt}} merge "
+                "with the prompt's first token; end them with a space or punctuation"
+            )
+        return with_prompt[len(literal) :]
+
+    def prompt_text(self, ids: Sequence[int]) -> str:
+        """Prompt text of token ids (decoded, surrounding whitespace stripped: the template adds it)."""
+        return self.tokenizer.decode(list(ids), clean_up_tokenization_spaces=False).strip()
+
+    # ------------------------------------------------------------------ scoring
+
+    def score(self, prompt_embeds: Tensor, texts: Sequence[str]) -> Tensor:
+        """Class logits of every prompt on every input.
+
+        Args:
+            prompt_embeds: [P, T, d] prompts in the target's input-embedding space.
+            texts: N inputs.
+
+        Returns:
+            [P, N, C] float32 logits on the model's device, differentiable in ``prompt_embeds``.
+        """
+        if prompt_embeds.dim() != 3:
+            raise ValueError(f"prompt_embeds must be [P, T, d], got {tuple(prompt_embeds.shape)}")
+        n_prompts, length, _ = prompt_embeds.shape
+        prompt_embeds = prompt_embeds.to(device=self.device, dtype=self.embedding_table.dtype)
+        encoded = [encode_with_prompt_slot(self.encoder, x, length, self.pad_id) for x in texts]
+        rows = [(p, n) for p in range(n_prompts) for n in range(len(texts))]
+        # Longest first so that each chunk pads little; `order` maps chunk rows back to (p, n).
+        order = sorted(range(len(rows)), key=lambda r: -len(encoded[rows[r][1]].ids))
+        chunks = []
+        for start in range(0, len(order), self.batch_size):
+            chunk = [rows[r] for r in order[start : start + self.batch_size]]
+            chunks.append(self._forward(prompt_embeds, [(p, encoded[n]) for p, n in chunk]))
+        logits = torch.cat(chunks)  # [P*N, C] in `order`
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return logits[inverse.to(logits.device)].view(n_prompts, len(texts), -1)
+
+    def _forward(self, prompt_embeds: Tensor, chunk: list[tuple[int, SlotEncoded]]) -> Tensor:
+        """Verbalizer logits [B, C] of B (prompt index, encoded input) rows."""
+        length = prompt_embeds.shape[1]
+        width = max(len(e.ids) for _, e in chunk)
+        ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)  # right padding
+        for i, (_, e) in enumerate(chunk):
+            ids[i, : len(e.ids)] = torch.tensor(e.ids)
+            mask[i, : len(e.ids)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        rows = torch.arange(len(chunk), device=self.device)
+        starts = torch.tensor([e.prompt_start for _, e in chunk], device=self.device)
+        cols = starts[:, None] + torch.arange(length, device=self.device)  # [B, T]
+        which = torch.tensor([p for p, _ in chunk], device=self.device)
+        embeds = self.model.get_input_embeddings()(ids)  # [B, L, d]
+        # Splice the prompts into their slots (out of place, so gradients reach prompt_embeds).
+        embeds = embeds.index_put((rows[:, None].expand_as(cols), cols), prompt_embeds[which])
+        positions = torch.tensor([e.position for _, e in chunk], device=self.device)
+        head = getattr(self.target, "head", None)
+        if head is not None:  # only the C verbalizer rows of the output layer
+            out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask)
+            logits = head(out.last_hidden_state[rows, positions])
+        else:
+            out = self.model(inputs_embeds=embeds, attention_mask=mask)
+            logits = out.logits[rows, positions][:, self.target.verbalizer_ids]
+        return logits.float()
+
+
+def prompt_nll(
+    model,
+    prompt_embeds: Tensor,
+    token_ids: Tensor,
+    bos_id: int,
+    *,
+    through_token: bool = True,
+) -> Tensor:
+    """Mean negative log-likelihood of prompts under a causal LM, from their input embeddings.
+
+    NLL(z) = −(1/T) Σ_t log p_ref(a_t | BOS, a_<t)   (METHODS.md 6; PPL(z) = exp(NLL(z)))
+
+    The value equals the NLL of the token ids (what :func:`hardprompts.metrics.prompt_perplexity`
+    logs) when ``prompt_embeds`` are those tokens' embedding rows. Gradients with respect to
+    ``prompt_embeds`` flow two ways:
+
+    * context: row t is the input that conditions the predictions of a_{t+1}, a_{t+2}, ...;
+    * token (``through_token=True``): the logit of a_t is h_t · w_{a_t} + b_{a_t}, and the output
+      row w_{a_t} is written as ``w_{a_t} + (e_t − sg(e_t))`` (value unchanged, gradient
+      ∂/∂e_t = −h_t), so a step moves e_t towards tokens the LM predicts at t. This is the exact
+      gradient for tied input/output embeddings (GPT-2, OPT, the built-in models). PEZ's released
+      LM code used the context path only (``through_token=False``).
+
+    Args:
+        model: a causal LM whose input-embedding space ``prompt_embeds`` live in.
+        prompt_embeds: [P, T, d] prompt embeddings.
+        token_ids: [P, T] long, the tokens a_t whose log-probabilities are taken.
+        bos_id: the token every prompt is conditioned on first (BOS, else EOS).
+        through_token: also differentiate through the token's own output row (see above).
+
+    Returns:
+        [P] float32 mean NLL per prompt.
+    """
+    emb = model.get_input_embeddings()
+    prompt_embeds = prompt_embeds.to(emb.weight.dtype)
+    n, length, _ = prompt_embeds.shape
+    bos = emb(torch.full((n, 1), bos_id, dtype=torch.long, device=prompt_embeds.device))
+    inputs = torch.cat([bos, prompt_embeds[:, :-1]], dim=1)  # [P, T, d]: BOS, e_0 … e_{T−2}
+    hidden = model.base_model(inputs_embeds=inputs).last_hidden_state  # [P, T, d]: h_t predicts a_t
+    out = model.get_output_embeddings()
+    logits = out(hidden).float()  # [P, T, V]
+    log_z = logits.logsumexp(-1)  # [P, T]
+    if through_token:
+        rows = out.weight[token_ids]  # [P, T, d] output rows w_{a_t}
+        rows = rows + (prompt_embeds - prompt_embeds.detach())  # value w, gradient through e_t
+        own = (hidden * rows).sum(-1).float()
+        if out.bias is not None:
+            own = own + out.bias[token_ids].float()
+    else:
+        own = logits.gather(-1, token_ids[..., None]).squeeze(-1)
+    return -(own - log_z).mean(-1)  # −(1/T) Σ_t log p(a_t | BOS, a_<t)

@@ -1,0 +1,356 @@
+"""RLPrompt and PIN (hardprompts.algorithms.soft_q): configs, replay buffer, learning, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import SENTENCES, make_tiny_tokenizer
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+from hardprompts.algorithms.soft_q import PINConfig, ReplayBatch, ReplayBuffer, RLPromptConfig
+from hardprompts.checkpoint import load_checkpoint, save_checkpoint
+from hardprompts.config import load_config
+from hardprompts.errors import ConfigError
+from hardprompts.policy import PromptPolicy
+from hardprompts.tasks import Split
+from hardprompts.training import RunContext, run
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def test_paper_defaults():
+    rl = load_config(None, ["algorithm.name=rlprompt"]).algorithm
+    assert isinstance(rl, RLPromptConfig)
+    assert (rl.entropy, rl.alpha, rl.loss, rl.top_k, rl.prompts_per_step) == (
+        "shannon", 1.0, "v2_v3", 256, 16,
+    )  # fmt: skip
+    assert (rl.learning_rate, rl.grad_clip, rl.target_update_rate) == (5e-5, 5.0, 0.001)
+    assert (rl.token_filter_k, rl.replay_capacity, rl.residual_head) == (None, 0, False)
+    assert (rl.reward_correct_coef, rl.reward_incorrect_coef, rl.reward_scale) == (200, 180, 5)
+    assert rl.reward_zscore and rl.perplexity_weight == 0.0
+
+    pin = load_config(None, ["algorithm.name=pin"]).algorithm
+    assert isinstance(pin, PINConfig)
+    assert (pin.entropy, pin.alpha, pin.loss) == ("tsallis", 1.0, "v2_v3")
+    assert (pin.token_filter_k, pin.replay_capacity, pin.replay_batch_size) == (10_000, 64_000, 256)
+    assert (pin.learning_rate, pin.residual_head, pin.perplexity_weight) == (5e-5, False, 0.0)
+    # Every field is documented.
+    for cls in (RLPromptConfig, PINConfig):
+        for name, field in cls.model_fields.items():
+            assert field.description, f"{cls.__name__}.{name} has no description"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["algorithm.prompts_per_step=1"],
+            "algorithm.reward_zscore needs algorithm.prompts_per_step ≥ 2",
+        ),
+        (["algorithm.perplexity_model=gpt2"], "algorithm.perplexity_weight is 0"),
+        (["algorithm.entropy=renyi"], "algorithm.entropy"),
+        (["algorithm.loss=v2_v2r_v3_v3r"], "algorithm.loss"),
+        (["algorithm.alpha=0"], "algorithm.alpha"),
+        (["algorithm.top_kk=5"], "did you mean algorithm.top_k"),
+    ],
+)
+@pytest.mark.parametrize("name", ["rlprompt", "pin"])
+def test_bad_fields_name_themselves(name, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"algorithm.name={name}", *overrides])
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay buffer
+# ---------------------------------------------------------------------------------------------
+
+
+def _batch(first: int, n: int, T: int = 2, d: int = 3) -> ReplayBatch:
+    ids = torch.arange(first, first + n, dtype=torch.float32)
+    return ReplayBatch(
+        hidden=ids[:, None, None].expand(n, T, d).clone(),
+        tokens=ids[:, None].long().expand(n, T).clone(),
+        reward=ids.clone(),
+    )
+
+
+def test_replay_buffer_ring(tmp_path):
+    buf = ReplayBuffer(capacity=4, length=2, hidden_dim=3, device=torch.device("cpu"))
+    buf.add(_batch(0, 3))
+    assert (len(buf), buf.pos) == (3, 3)
+    buf.add(_batch(3, 3))  # 3 fills the last slot, 4 and 5 overwrite the oldest (0 and 1)
+    assert (len(buf), buf.pos) == (4, 2)
+    assert buf.reward.tolist() == [4.0, 5.0, 2.0, 3.0]
+    assert torch.equal(buf.tokens[:, 0], torch.tensor([4, 5, 2, 3]))
+    assert torch.equal(buf.hidden[:, 1, 2], torch.tensor([4.0, 5.0, 2.0, 3.0]))
+    buf.add(_batch(10, 9))  # more than the capacity: only the newest 4 stay
+    assert sorted(buf.reward.tolist()) == [15.0, 16.0, 17.0, 18.0]
+
+    # Samples come from filled slots only, rows stay aligned, and the generator decides.
+    small = ReplayBuffer(capacity=10, length=2, hidden_dim=3, device=torch.device("cpu"))
+    small.add(_batch(0, 3))
+    got = small.sample(200, torch.Generator().manual_seed(0))
+    assert set(got.reward.tolist()) == {0.0, 1.0, 2.0}
+    assert torch.equal(got.tokens[:, 1].float(), got.reward)
+    assert torch.equal(got.hidden[:, 0, 0], got.reward)
+    again = small.sample(200, torch.Generator().manual_seed(0))
+    assert torch.equal(got.tokens, again.tokens)
+
+    # Checkpoint round trip (only the filled part is stored), then both buffers evolve alike.
+    save_checkpoint(tmp_path / "c", {"buffer": small.state_dict()})
+    state = load_checkpoint(tmp_path / "c")["buffer"]
+    assert state["hidden"].shape == (3, 2, 3)
+    restored = ReplayBuffer(capacity=10, length=2, hidden_dim=3, device=torch.device("cpu"))
+    restored.load_state_dict(state)
+    for b in (small, restored):
+        b.add(_batch(3, 9))
+    assert torch.equal(small.hidden, restored.hidden) and small.pos == restored.pos == 2
+    with pytest.raises(ValueError, match="holds"):
+        ReplayBuffer(
+            capacity=2, length=2, hidden_dim=3, device=torch.device("cpu")
+        ).load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning a toy task with a known best prompt
+# ---------------------------------------------------------------------------------------------
+
+GOAL = ["Ġthe", "Ġnews"]  # the best prompt " the news" (two word tokens of the tiny tokenizer)
+
+
+class GoalTarget:
+    """A toy target whose best prompt is known: the "yes" logit is (matching positions)².
+
+    Every example is labelled "yes", so R(z) rises with the number m of prompt tokens equal to
+    the goal token at the same position: gap = tanh(m²/2), R = 0, 92, 193 for m = 0, 1, 2.
+    """
+
+    verbalizers = [" no", " yes"]
+
+    def __init__(self, tokenizer, goal: list[int]) -> None:
+        self.tokenizer, self.goal = tokenizer, goal
+
+    @property
+    def num_classes(self) -> int:
+        return 2
+
+    def score(self, prompts, texts, progress=None):
+        out = torch.zeros(len(prompts), len(texts), 2)
+        for i, prompt in enumerate(prompts):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            m = sum(int(a == b) for a, b in zip(ids, self.goal, strict=False))
+            out[i, :, 1] = float(m * m)
+        return out
+
+
+def _toy_algorithm(tiny_gpt2, name: str, overrides: list[str], seed: int = 0):
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
+    goal = tok.convert_tokens_to_ids(GOAL)
+    cfg = load_config(
+        None,
+        [
+            f"algorithm.name={name}",
+            f"policy.model={tiny_gpt2}",
+            "policy.device=cpu",
+            "policy.prompt_length=2",
+            "policy.mlp_hidden=256",
+            f"train.seed={seed}",
+            *overrides,
+        ],
+    )
+    train = Split("train", ["a", "b"], [1, 1], "toy")
+    ctx = RunContext(cfg, None, GoalTarget(tok, goal), train, train, Path("unused"))  # type: ignore[arg-type]
+    return cfg.algorithm.make(ctx), tok, goal
+
+
+# Settings of the learning test. The papers' head (ψ ≈ 0 at the start) also learns this task
+# with PIN, but RLPrompt then settles on a repeated token (" news news", " the the") in all of
+# seeds 0-3 within 400 steps, because early on ψ barely depends on the state; with the residual
+# head ψ(h) = h + MLP(h) both methods found " the news" in all of seeds 0-3 within 300 steps.
+# 64 prompts a step and lr 1e-3 make the 300-token search fit a 200-step budget.
+LEARN = [
+    "algorithm.residual_head=true",
+    "algorithm.prompts_per_step=64",
+    "algorithm.learning_rate=1e-3",
+]
+PIN_TOY = ["algorithm.token_filter_k=50", "algorithm.replay_batch_size=128"]
+
+
+@pytest.mark.parametrize(("name", "extra"), [("rlprompt", []), ("pin", PIN_TOY)])
+def test_learns_the_known_best_prompt(tiny_gpt2, name, extra):
+    algo, tok, goal = _toy_algorithm(tiny_gpt2, name, LEARN + extra)
+
+    def greedy_ids() -> list[int]:
+        return tok(algo.eval_prompts()[0], add_special_tokens=False)["input_ids"]
+
+    assert greedy_ids() != goal  # not solved at the start
+    for step in range(200):
+        values = algo.step(step)
+    assert greedy_ids() == goal
+    assert algo.eval_prompts() == [" the news"]
+    assert algo.prompt_tokens(" the news") == GOAL
+    assert values["rewards/task_max"] > 190  # the two-token match was sampled and rewarded
+    assert torch.isfinite(torch.tensor(list(values.values()))).all()
+
+    if name == "pin":
+        # Every token sampled during training lies in the frozen LM's own top-50 at its state.
+        buf = algo.buffer
+        top = algo.policy.lm_logits(buf.hidden[: len(buf)]).topk(50, dim=-1).indices
+        assert (top == buf.tokens[: len(buf), :, None]).any(-1).all()
+
+
+def test_pin_filter_keeps_sampled_tokens_in_lm_top_k(tiny_gpt2):
+    def outside_top_k(k: int | None) -> float:
+        filt = "null" if k is None else str(k)
+        algo, _, _ = _toy_algorithm(
+            tiny_gpt2,
+            "pin",
+            [f"algorithm.token_filter_k={filt}", "algorithm.replay_batch_size=32"],
+        )
+        for step in range(10):
+            algo.step(step)
+        buf = algo.buffer
+        top = algo.policy.lm_logits(buf.hidden[: len(buf)]).topk(20, dim=-1).indices
+        inside = (top == buf.tokens[: len(buf), :, None]).any(-1)
+        return 1.0 - inside.float().mean().item()
+
+    assert outside_top_k(20) == 0.0
+    assert outside_top_k(None) > 0.5  # without the filter most tokens fall outside the top 20
+
+
+def test_padded_output_rows_are_never_sampled(tmp_path):
+    # An LM whose output layer has 50 rows more than its tokenizer has tokens (as OPT-125M).
+    path = tmp_path / "padded-gpt2"
+    tok = make_tiny_tokenizer(path, kind="gpt2")
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=16, vocab_size=len(tok) + 50)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        GPT2LMHeadModel(config).save_pretrained(str(path))
+    algo, _, _ = _toy_algorithm(path, "pin", ["algorithm.token_filter_k=null"])
+    gen = torch.Generator().manual_seed(0)
+    for entropy in ("shannon", "tsallis"):
+        s = algo.policy.sample(256, 2, entropy=entropy, generator=gen)
+        assert s.tokens.max() < len(tok)
+        assert torch.isneginf(s.q[..., len(tok) :]).all()
+    # The plain policy would pick a padded row about 50 / 350 of the time.
+    plain = PromptPolicy(algo.policy.lm, tok, hidden_size=8, residual=False)
+    assert plain.sample(256, 2, generator=gen).tokens.max() >= len(tok)
+    algo.step(0)  # and the loss is finite with the masked rows
+    assert torch.isfinite(torch.tensor([p.grad.sum() for p in algo.policy.head.parameters()])).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the training loop: resume equals an uninterrupted run
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Train / dev / test TSV files of a few sentences (labels alternate)."""
+    root = tmp_path_factory.mktemp("data")
+    for split, sentences in (
+        ("train", SENTENCES),
+        ("dev", SENTENCES[::-1]),
+        ("test", SENTENCES[:6]),
+    ):
+        rows = [f"{s}\t{i % 2}" for i, s in enumerate(sentences)]
+        (root / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def tiny_run_config(tiny_gpt2: Path, data: Path, out: Path, name: str, *extra: str):
+    return load_config(
+        None,
+        [
+            f"algorithm.name={name}",
+            f"task.dataset={data}",
+            "task.split_seed=null",
+            "task.verbalizers=[' terrible', ' great']",
+            f"target.model={tiny_gpt2}",
+            "target.kind=causal",
+            "target.device=cpu",
+            f"policy.model={tiny_gpt2}",
+            "policy.device=cpu",
+            "policy.mlp_hidden=16",
+            "algorithm.prompts_per_step=4",
+            "train.eval_every=2",
+            "train.checkpoint_every=2",
+            f"out_dir={out}",
+            *extra,
+        ],
+    )
+
+
+def _comparable_metrics(out: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if not k.endswith("_seconds")} for line in lines]
+
+
+def _comparable_result(out: Path) -> dict:
+    result = json.loads((out / "result.json").read_text())
+    del result["wall_seconds"]
+    del result["config"]["out_dir"]
+    return result
+
+
+RESUME_CASES = [
+    ("rlprompt", ()),
+    # PIN with its replay buffer, and the perplexity term on (its values enter the cache).
+    ("pin", ("algorithm.perplexity_weight=0.5", "algorithm.replay_batch_size=12")),
+]
+
+
+@pytest.mark.parametrize(("name", "extra"), RESUME_CASES)
+def test_resume_equals_uninterrupted(tiny_gpt2, tiny_dataset, tmp_path, name, extra):
+    whole = tmp_path / "whole"
+    run(
+        tiny_run_config(tiny_gpt2, tiny_dataset, whole, name, "train.steps=6", *extra),
+        show_progress=False,
+    )
+
+    parts = tmp_path / "parts"
+    run(
+        tiny_run_config(tiny_gpt2, tiny_dataset, parts, name, "train.steps=4", *extra),
+        show_progress=False,
+    )
+    first = _comparable_metrics(parts)
+    assert [m["step"] for m in first] == [1, 2, 3, 4]
+    state = load_checkpoint(parts / "checkpoint")["algorithm"]
+    assert set(state) >= {"heads", "optimizer", "generator", "reward_cache", "buffer"}
+    assert state["reward_cache"]["prompts"], "the reward cache is checkpointed"
+    if name == "pin":
+        assert state["buffer"]["size"] == 4 * 4  # 4 steps of 4 prompts
+    run(
+        tiny_run_config(tiny_gpt2, tiny_dataset, parts, name, "train.steps=6", *extra),
+        resume=True,
+        show_progress=False,
+    )
+
+    assert _comparable_metrics(parts) == _comparable_metrics(whole)
+    assert _comparable_result(parts) == _comparable_result(whole)
+    result = _comparable_result(whole)
+    assert result["method"] == name and result["steps"] == 6
+    assert result["policy_model"] == str(tiny_gpt2)
+    assert len(result["tokens"]) == 5  # the policy's tokens of the best prompt
+    assert result["prompt_perplexity"] > 1.0
+    metrics = _comparable_metrics(whole)
+    assert all("losses/sql" in m and "rewards/mean" in m for m in metrics)
+    assert ("rewards/perplexity" in metrics[0]) == (name == "pin")
+
+
+def test_replay_capacity_smaller_than_a_step_is_an_error(tiny_gpt2, tiny_dataset, tmp_path):
+    cfg = tiny_run_config(
+        tiny_gpt2,
+        tiny_dataset,
+        tmp_path / "out",
+        "pin",
+        "train.steps=1",
+        "algorithm.replay_capacity=10",
+    )
+    with pytest.raises(ConfigError, match="algorithm.replay_capacity 10 holds fewer"):
+        run(cfg, show_progress=False)
