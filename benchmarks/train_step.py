@@ -20,9 +20,9 @@ The step scores 16 prompts of 5 tokens on the 32 SST-2 training examples (split 
 reward cache is off so that every step pays for its scoring. Each case runs in its own process,
 so that the peak resident memory printed (``resource.getrusage``) is that case's own.
 
-    python benchmarks/train_step.py                   # 1 warm-up + 1 timed step per case
-    python benchmarks/train_step.py --threads 8 --device cuda    # a dedicated machine
-    python benchmarks/train_step.py --steps 3         # more timed steps (mean)
+    python benchmarks/train_step.py                   # 1 timed step per case, no warm-up
+    python benchmarks/train_step.py --steps 3 --warmup 1          # steadier numbers
+    python benchmarks/train_step.py --threads 8 --device cuda --warmup 1   # a dedicated machine
     python benchmarks/train_step.py --layers 2 --width 64 --vocab 2048    # quick check
 """
 
@@ -272,7 +272,13 @@ def run_case(kind: str, impl: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1, help="timed steps per case (mean)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="untimed steps first (default 0: a CPU step takes tens of seconds, so one-time "
+        "costs are a small part of it; use 1 on a GPU)",
+    )
     parser.add_argument("--prompts", type=int, default=16, help="prompts per step (RLPrompt: 16)")
     parser.add_argument("--examples", type=int, default=32, help="SST-2 training examples")
     parser.add_argument("--length", type=int, default=5, help="prompt tokens T")

@@ -77,7 +77,8 @@ def test_token_filter(policy, entropy):
         64, T, entropy=entropy, alpha=0.01, token_filter_k=k,
         generator=torch.Generator().manual_seed(2),
     )  # fmt: skip
-    lm_top = policy.lm_logits(s.hidden).topk(k, dim=-1).indices  # [64, T, k]
+    lm_logits = policy.lm_logits(s.hidden).masked_fill(~policy.allowed_tokens, float("-inf"))
+    lm_top = lm_logits.topk(k, dim=-1).indices  # [64, T, k] the LM's own top-k (special tokens out)
     assert (lm_top == s.tokens[..., None]).any(-1).all()  # every token in the LM's own top-k
     assert s.filter_mask is not None and (s.filter_mask.sum(-1) == k).all()
     assert torch.isneginf(s.q[~s.filter_mask]).all()
@@ -110,12 +111,13 @@ def test_initial_q_is_lm_logits(policy, gpt2_path):
     s = policy.sample(P, T, generator=torch.Generator().manual_seed(0))
     bos = torch.full((P, 1), policy.bos_token_id)
     logits = policy.lm(input_ids=torch.cat([bos, s.tokens[:, :-1]], 1)).logits
-    assert (s.q - logits).abs().max() < 1e-4
+    ok = policy.allowed_tokens  # special tokens are masked out of Q (-inf)
+    assert (s.q[..., ok] - logits[..., ok]).abs().max() < 1e-4
     assert logits.std() > 1e-2  # the comparison is not trivially between zeros
     # RLPrompt's init (no residual): ψ ≈ 0, so Q ≈ 0 for GPT-2 (no output bias).
     lm = AutoModelForCausalLM.from_pretrained(gpt2_path)
     rl = PromptPolicy(lm, policy.tokenizer, hidden_size=64, residual=False)
-    assert rl.q_values(s.hidden).abs().max() < 1e-4
+    assert rl.q_values(s.hidden)[..., ok].abs().max() < 1e-4
 
 
 def test_only_head_trains(policy):
@@ -195,3 +197,11 @@ def test_bad_arguments(policy):
         policy.token_filter(h, 0)
     with pytest.raises(ValueError, match="'shannon', 'tsallis'"):
         policy.sample(2, 2, entropy="renyi")
+
+
+def test_special_tokens_are_never_actions(policy):
+    special = policy.tokenizer.all_special_ids
+    assert special and not policy.allowed_tokens[special].any()
+    s = policy.sample(256, T, alpha=100.0, generator=torch.Generator().manual_seed(3))  # ~uniform π
+    assert not torch.isin(s.tokens, torch.tensor(special)).any()
+    assert torch.isneginf(policy.q_values(s.hidden)[..., special]).all()

@@ -143,7 +143,6 @@ def tune_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Optimise a prompt with algorithm.name; writes metrics.jsonl, TensorBoard events, result.json."""
-    from hardprompts.config import algorithm_names
     from hardprompts.training import run
 
     extra = [f"out_dir={out_dir}"] if out_dir is not None else []
@@ -157,7 +156,42 @@ def tune_cmd(
         f"perplexity {result['prompt_perplexity']}"
     )
     out.print(f"wrote {Path(cfg.out_dir) / 'result.json'}")
-    del algorithm_names
+
+
+@app.command("demo")
+@user_errors
+def demo_cmd(
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="A preset (e.g. sst-2, read from task.data_dir) or a folder of your files. "
+            "Default: the small review set shipped with hardprompts."
+        ),
+    ] = None,
+    method: Annotated[str, typer.Option(help="pin, rlprompt or pez.")] = "pin",
+    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 200,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted demo in --out.")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Tune a prompt offline with the built-in model; compare with a manual prompt; plot the curves."""
+    from hardprompts.demo import demo_config, run_demo
+
+    cfg = demo_config(dataset, method, steps, str(out_dir), set_)
+    out.print(
+        f"[bold]hardprompts demo[/]: {method} on {cfg.task.dataset}, policy and target "
+        f"{cfg.target.model}, {steps} steps -> {out_dir}"
+    )
+    r = run_demo(cfg, resume=resume)
+    table = Table(title=f"{r['compared_on']} accuracy ({cfg.task.dataset})")
+    for col in ("prompt", "accuracy"):
+        table.add_column(col)
+    table.add_row(f"manual: {r['manual_prompt']!r}", f"{r['manual_accuracy']:.3f}")
+    table.add_row(f"tuned ({r['method']}): {r['best_prompt']!r}", f"{r['tuned_accuracy']:.3f}")
+    out.print(table)
+    ppl = r["prompt_perplexity"]
+    out.print(f"tokens {r['tokens']}  perplexity {'n/a' if ppl is None else format(ppl, '.1f')}")
+    out.print(f"curves: {r['curves_png']}\nresult: {out_dir / 'result.json'}")
 
 
 @app.command("config")

@@ -147,6 +147,12 @@ class PromptPolicy(nn.Module):
                 raise ValueError("the tokenizer has no BOS or EOS token; pass bos_token_id")
         self.bos_token_id = int(bos_token_id)
         device = out.weight.device
+        # The action space: real vocabulary entries that are not special tokens. Output rows past
+        # the tokenizer (padded vocabularies such as OPT's) and BOS/EOS/PAD never enter a prompt.
+        allowed = torch.zeros(out.out_features, dtype=torch.bool)
+        allowed[: min(len(tokenizer), out.out_features)] = True
+        allowed[[i for i in tokenizer.all_special_ids if i < out.out_features]] = False
+        self.register_buffer("allowed_tokens", allowed.to(device), persistent=False)
         self.head = build_head(d, hidden_size, residual=residual).to(device)
         self.target_head = copy.deepcopy(self.head).requires_grad_(False)
 
@@ -208,7 +214,7 @@ class PromptPolicy(nn.Module):
         if not 1 <= k <= self.vocab_size:
             raise ValueError(f"token_filter_k must be in [1, {self.vocab_size}], got {k!r}")
         with torch.no_grad():
-            logits = self.lm_logits(hidden)
+            logits = self.lm_logits(hidden).masked_fill(~self.allowed_tokens, float("-inf"))
             top = logits.topk(k, dim=-1).indices
             return torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
 
@@ -240,6 +246,7 @@ class PromptPolicy(nn.Module):
         else:
             psi = self.head(hidden)
         q = self.lm_logits(psi)  # Q_θ(s_t, ·) = W_LM · ψ(h_t) + b
+        q = q.masked_fill(~self.allowed_tokens, float("-inf"))  # special tokens are not actions
         if filter_mask is not None:
             q = q.masked_fill(~filter_mask, float("-inf"))  # filtered tokens: Q = −inf
         return q

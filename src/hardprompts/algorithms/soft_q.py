@@ -319,30 +319,6 @@ class ReplayBuffer:
 # ----------------------------------------------------------------------------------------------
 
 
-class TextPolicy(PromptPolicy):
-    """:class:`PromptPolicy` whose actions are the tokenizer's tokens only.
-
-    Some LMs pad their output layer beyond the tokenizer (OPT-125M: 50,272 rows, 50,265 tokens);
-    the extra rows decode to nothing, so their Q is −inf like a filtered token, in sampling,
-    greedy decoding and the loss alike. With PIN's filter the top-k is taken before this mask.
-    """
-
-    def q_values(
-        self,
-        hidden: Tensor,
-        filter_mask: Tensor | None = None,
-        *,
-        token_filter_k: int | None = None,
-        target: bool = False,
-    ) -> Tensor:
-        q = super().q_values(hidden, filter_mask, token_filter_k=token_filter_k, target=target)
-        n_text = len(self.tokenizer)
-        if n_text >= q.shape[-1]:
-            return q
-        not_text = torch.arange(q.shape[-1], device=q.device) >= n_text  # [V]
-        return q.masked_fill(not_text, float("-inf"))
-
-
 class SoftQPrompt(Algorithm):
     """Soft Q-learning prompt optimiser: RLPrompt or PIN, depending on the config's settings."""
 
@@ -359,7 +335,7 @@ class SoftQPrompt(Algorithm):
         lm = load_lm(pc.model, "causal", device=pc.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.policy = TextPolicy(
+            self.policy = PromptPolicy(
                 lm, tokenizer, hidden_size=pc.mlp_hidden, residual=cfg.residual_head
             )
         vocab = self.policy.vocab_size
