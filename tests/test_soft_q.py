@@ -51,7 +51,6 @@ def test_paper_defaults():
             ["algorithm.prompts_per_step=1"],
             "algorithm.reward_zscore needs algorithm.prompts_per_step ≥ 2",
         ),
-        (["algorithm.perplexity_model=gpt2"], "algorithm.perplexity_weight is 0"),
         (["algorithm.entropy=renyi"], "algorithm.entropy"),
         (["algorithm.loss=v2_v2r_v3_v3r"], "algorithm.loss"),
         (["algorithm.alpha=0"], "algorithm.alpha"),

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from hardprompts.cli import app
 from hardprompts.config import load_config
+from hardprompts.metrics import prompt_perplexity
+from hardprompts.modeling import load_lm, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -54,6 +56,12 @@ def test_tune_end_to_end(tiny_roberta, tiny_gpt2, fsc_dir, tmp_path, name):
     assert 0.0 <= result["dev_accuracy"] <= 1.0 and 0.0 <= result["test_accuracy"] <= 1.0
     assert result["test_n"] == 1821  # the SST-2 test set
     assert result["prompt_perplexity"] > 1.0
+    # judged by the policy's LM (algorithm.perplexity_model unset), as reported
+    assert result["perplexity_reference"] == str(tiny_gpt2)
+    judge = (load_lm(str(tiny_gpt2), "causal", device="cpu"), load_tokenizer(str(tiny_gpt2)))
+    assert result["prompt_perplexity"] == pytest.approx(
+        prompt_perplexity([result["best_prompt"]], *judge)[0]
+    )
     assert result["steps"] == 4 and result["best_step"] in (2, 4)
     assert result["config"]["algorithm"]["name"] == name
     assert result["config"]["target"]["model"] == str(tiny_roberta)

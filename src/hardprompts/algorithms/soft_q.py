@@ -110,7 +110,8 @@ class SoftQConfig(AlgorithmConfig):
     )
     perplexity_model: str | None = Field(
         None,
-        description="Causal reference LM of the perplexity term. Unset: the policy's frozen LM "
+        description="Causal reference LM of the perplexity term and of result.json's "
+        "prompt_perplexity (also when perplexity_weight is 0). Unset: the policy's frozen LM "
         "(METHODS.md §6).",
     )
     reward_cache: bool = Field(
@@ -131,11 +132,6 @@ class SoftQConfig(AlgorithmConfig):
             raise ValueError(
                 "algorithm.reward_zscore needs algorithm.prompts_per_step ≥ 2 (the z-score of one "
                 "prompt is always 0); raise prompts_per_step or set reward_zscore: false"
-            )
-        if self.perplexity_model is not None and self.perplexity_weight == 0.0:
-            raise ValueError(
-                "algorithm.perplexity_model is set but algorithm.perplexity_weight is 0; set a "
-                "weight > 0 to use it"
             )
         return self
 
@@ -362,15 +358,15 @@ class SoftQPrompt(Algorithm):
             )
             self.replay_prompts = max(1, cfg.replay_batch_size // self.length)
 
-        reference = None
-        if cfg.perplexity_weight > 0:
-            if cfg.perplexity_model is None:
-                reference = (self.policy.lm, tokenizer)
-            else:
-                reference = (
-                    load_lm(cfg.perplexity_model, "causal", device=pc.device),
-                    load_tokenizer(cfg.perplexity_model),
-                )
+        # The reference LM judges readability: in the reward (weight > 0) and in result.json.
+        if cfg.perplexity_model is None:
+            self.judge = (self.policy.lm, tokenizer)
+        else:
+            self.judge = (
+                load_lm(cfg.perplexity_model, "causal", device=pc.device),
+                load_tokenizer(cfg.perplexity_model),
+            )
+        reference = self.judge if cfg.perplexity_weight > 0 else None
         self.reward = TrainingReward(
             ctx.target,
             ctx.train,
@@ -488,12 +484,13 @@ class SoftQPrompt(Algorithm):
         return tok.convert_ids_to_tokens(tok(prompt, add_special_tokens=False)["input_ids"])
 
     def perplexity_judge(self) -> tuple[Any, Any]:
-        """result.json's prompt perplexity is under the policy's frozen LM."""
-        return self.policy.lm, self.policy.tokenizer
+        """result.json's prompt perplexity: under algorithm.perplexity_model, else the policy LM."""
+        return self.judge
 
     def result_extras(self) -> dict[str, Any]:
         return {
             "policy_model": self.ctx.config.policy.model,
+            "perplexity_reference": self.cfg.perplexity_model or self.ctx.config.policy.model,
             # Distinct prompts scored on the training split (known only with the cache on).
             "distinct_prompts_scored": len(self.reward.cache) if self.cfg.reward_cache else None,
         }
