@@ -101,7 +101,12 @@ def prompt_perplexity(prompts: Sequence[str], model, tokenizer) -> list[float]:
             out.append(float("nan"))
             continue
         seq = torch.tensor([[bos, *ids]], device=device)
-        logp = model(input_ids=seq).logits[0, :-1].float().log_softmax(-1)
+        logp = (
+            model(input_ids=seq, attention_mask=torch.ones_like(seq))
+            .logits[0, :-1]
+            .float()
+            .log_softmax(-1)
+        )
         nll = -logp.gather(-1, seq[0, 1:, None]).mean()
         out.append(float(nll.exp()))
     return out

@@ -255,8 +255,19 @@ class PromptPolicy(nn.Module):
 
     def _lm_hidden(self, input_ids: Tensor, past_key_values=None) -> tuple[Tensor, object]:
         """Final hidden states [P, L, d] (the input of the output layer) and the updated cache."""
+        past_len = 0 if past_key_values is None else past_key_values.get_seq_length()
+        # No padding anywhere: an explicit all-ones mask (BOS may share the pad id, as in GPT-2).
+        mask = torch.ones(
+            input_ids.shape[0],
+            past_len + input_ids.shape[1],
+            dtype=torch.long,
+            device=input_ids.device,
+        )
         out = self.lm.base_model(
-            input_ids=input_ids, past_key_values=past_key_values, use_cache=True
+            input_ids=input_ids,
+            attention_mask=mask,
+            past_key_values=past_key_values,
+            use_cache=True,
         )
         return out.last_hidden_state, out.past_key_values
 
@@ -273,7 +284,10 @@ class PromptPolicy(nn.Module):
         P = tokens.shape[0]
         bos = torch.full((P, 1), self.bos_token_id, dtype=torch.long, device=tokens.device)
         inputs = torch.cat([bos, tokens[:, :-1]], dim=1)
-        out = self.lm.base_model(input_ids=inputs.to(self.device), use_cache=False)
+        inputs = inputs.to(self.device)
+        out = self.lm.base_model(
+            input_ids=inputs, attention_mask=torch.ones_like(inputs), use_cache=False
+        )
         return out.last_hidden_state.float()
 
     @torch.no_grad()
