@@ -1,6 +1,6 @@
 """Write the demo dataset shipped with the package (``hardprompts/demo_data``).
 
-Short restaurant, shop and film reviews, lower-cased and tokenised like the Yelp sentences the
+Short restaurant reviews, lower-cased and tokenised like the Yelp sentences the
 built-in model was trained on, assembled from phrase lists written for this project (no text is
 taken from any corpus). Labels: 0 = negative, 1 = positive. 16 per class in train and dev, 100 per
 class in test, all distinct, with a fixed seed:
@@ -14,109 +14,46 @@ import argparse
 import random
 from pathlib import Path
 
-SUBJECTS = [
-    "the pasta",
-    "the pizza",
-    "the burger",
-    "the soup",
-    "the coffee",
-    "the service",
-    "the staff",
-    "our waiter",
-    "the room",
-    "the movie",
-    "the ending",
-    "the plot",
-    "the price",
-    "the delivery",
-    "the salad",
-    "the dessert",
-    "the music",
-    "the manager",
-    "the checkout",
-    "the new menu",
-    "the breakfast",
-    "the steak",
-    "the tacos",
-    "this phone",
-    "the hotel",
+# (subjects, positive words, negative words) per aspect of a visit: everyday words whose
+# sentiment a reader gets at once but which are not the label words, so that a manual prompt does
+# fairly well and a tuned one can do better.
+ASPECTS = [
+    (
+        ["the pasta", "the soup", "the pizza", "the burger", "the salad", "the steak", "the tacos",
+         "the bread", "the fries", "the coffee", "the dessert", "the chicken"],
+        ["fresh", "crispy", "tender", "flavorful", "warm", "generous", "perfectly seasoned"],
+        ["cold", "bland", "stale", "soggy", "greasy", "burnt", "too salty", "dry"],
+    ),
+    (
+        ["the service", "the staff", "our waiter", "the manager", "the host", "the bartender"],
+        ["friendly", "quick", "helpful", "attentive", "welcoming", "patient"],
+        ["rude", "slow", "careless", "dismissive", "grumpy", "impatient"],
+    ),
+    (
+        ["the room", "the patio", "the dining room", "the bathroom", "the lobby", "the table"],
+        ["clean", "cozy", "spotless", "quiet", "bright", "comfortable"],
+        ["dirty", "noisy", "cramped", "dark", "sticky", "smelly"],
+    ),
+    (
+        ["the price", "the bill", "the lunch special"],
+        ["fair", "reasonable", "cheap"],
+        ["steep", "outrageous", "insane"],
+    ),
 ]
-PLURAL = {"the staff", "the tacos"}
-POSITIVE = [
-    "delicious",
-    "amazing",
-    "fantastic",
-    "wonderful",
-    "excellent",
-    "perfect",
-    "friendly",
-    "fresh",
-    "lovely",
-    "awesome",
-    "outstanding",
-    "superb",
-    "incredible",
-    "tasty",
-    "helpful",
-]
-NEGATIVE = [
-    "awful",
-    "horrible",
-    "disgusting",
-    "rude",
-    "cold",
-    "bland",
-    "terrible",
-    "slow",
-    "dirty",
-    "overpriced",
-    "stale",
-    "boring",
-    "disappointing",
-    "greasy",
-    "broken",
-]
-POS_TAILS = [
-    "",
-    "and we will be back",
-    "and i loved every minute",
-    "and i would recommend it to anyone",
-    "and the prices were fair",
-    "so we left happy",
-    "and everyone was smiling",
-    "best in town",
-]
-NEG_TAILS = [
-    "",
-    "and we will not be back",
-    "and i regret going",
-    "and i would not recommend it",
-    "and we waited forever",
-    "so we left early",
-    "and nobody apologized",
-    "worst in town",
-]
-POS_FRAMES = [
-    "{s} {be} {a} {t}",
-    "{s} {be} really {a} {t}",
-    "wow , {s} {be} so {a} {t}",
-    "i was worried but {s} {be} {a} {t}",
-    "honestly {s} {be} {a} {t}",
-]
-NEG_FRAMES = [
-    "{s} {be} {a} {t}",
-    "{s} {be} really {a} {t}",
-    "ugh , {s} {be} so {a} {t}",
-    "i had high hopes but {s} {be} {a} {t}",
-    "honestly {s} {be} {a} {t}",
+PLURAL = {"the staff", "the tacos", "the fries"}
+TAILS = ["", "for the price", "on a friday night", "this time", "as usual", "again", "today"]
+FRAMES = [
+    "{s} {be} {a} {t}", "{s} {be} a bit {a} {t}", "we noticed {s} {be} {a} {t}",
+    "as expected , {s} {be} {a} {t}", "{s} {be} pretty {a} {t}",
 ]
 
 
 def sentence(rng: random.Random, positive: bool) -> str:
-    subject = rng.choice(SUBJECTS)
-    frame = rng.choice(POS_FRAMES if positive else NEG_FRAMES)
-    adjective = rng.choice(POSITIVE if positive else NEGATIVE)
-    tail = rng.choice(POS_TAILS if positive else NEG_TAILS)
+    subjects, good, bad = rng.choice(ASPECTS)
+    subject = rng.choice(subjects)
+    frame = rng.choice(FRAMES)
+    adjective = rng.choice(good if positive else bad)
+    tail = rng.choice(TAILS)
     text = frame.format(s=subject, be="were" if subject in PLURAL else "was", a=adjective, t=tail)
     return " ".join(text.split()) + " ."
 

@@ -169,21 +169,21 @@ def demo_cmd(
         ),
     ] = None,
     method: Annotated[str, typer.Option(help="pin, rlprompt or pez.")] = "pin",
-    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 200,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 300,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted demo in --out.")] = False,
     set_: SetOpt = None,
 ) -> None:
     """Tune a prompt offline with the built-in model; compare with a manual prompt; plot the curves."""
-    from hardprompts.demo import demo_config, run_demo
+    from hardprompts.demo import dataset_label, demo_config, run_demo
 
     cfg = demo_config(dataset, method, steps, str(out_dir), set_)
     out.print(
-        f"[bold]hardprompts demo[/]: {method} on {cfg.task.dataset}, policy and target "
+        f"[bold]hardprompts demo[/]: {method} on {dataset_label(cfg)}, policy and target "
         f"{cfg.target.model}, {steps} steps -> {out_dir}"
     )
     r = run_demo(cfg, resume=resume)
-    table = Table(title=f"{r['compared_on']} accuracy ({cfg.task.dataset})")
+    table = Table(title=f"{r['compared_on']} accuracy, {dataset_label(cfg)}")
     for col in ("prompt", "accuracy"):
         table.add_column(col)
     table.add_row(f"manual: {r['manual_prompt']!r}", f"{r['manual_accuracy']:.3f}")

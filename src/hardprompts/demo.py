@@ -61,6 +61,12 @@ def demo_config(
     return config_from_dict(data, "demo settings")
 
 
+def dataset_label(config: Config) -> str:
+    """A short name for the dataset: 'demo reviews' for the shipped set, else its name or folder."""
+    dataset = Path(config.task.dataset)
+    return "demo reviews" if dataset == DEMO_DATA else dataset.name or config.task.dataset
+
+
 def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune, then score the manual prompt on test and draw the curves; returns the extended result."""
     from hardprompts.metrics import prompt_scores
@@ -87,7 +93,7 @@ def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     plot_training_curves(
         out_dir / "metrics.jsonl",
         out_dir / "curves.png",
-        title=f"{result['method']} on {config.task.dataset}",
+        title=f"{result['method']} on {dataset_label(config)}",
     )
     atomic_write_json(out_dir / "result.json", result)
     return result
