@@ -86,9 +86,13 @@ def test_saved_config_round_trips():
 
 
 def test_every_field_has_a_description():
-    from hardprompts.config import describe_fields
+    from hardprompts.config import algorithm_config_class, algorithm_names, describe_fields
 
     rows = describe_fields()
     assert len(rows) > 20
+    names = algorithm_names()
+    assert {"rlprompt", "pin", "pez", "softprompt", "appo", "search"} <= set(names)
+    for name in names:
+        rows += [(f"{name}:{f}", d, doc) for f, d, doc in describe_fields(algorithm_config_class(name))]
     missing = [name for name, _, doc in rows if not doc]
     assert not missing, f"fields without a description: {missing}"

@@ -134,7 +134,7 @@ def test_search_config_defaults_and_errors():
     from hardprompts.algorithms.search import SearchConfig
 
     for model in (APPOConfig, SearchConfig):  # every field documents itself (and its source)
-        assert [n for n, f in model.model_fields.items() if not f.description] == ["name"]
+        assert [n for n, f in model.model_fields.items() if not f.description] == []
     with pytest.raises(ConfigError, match=r"algorithm.lr: unknown field"):
         load_config(None, ["algorithm.name=search", "algorithm.lr=0.1"])  # search does not train
 

@@ -206,7 +206,7 @@ def config_cmd(
     """Print the merged configuration as YAML (or, with --fields, the reference of every field)."""
     import yaml
 
-    from hardprompts.config import describe_fields
+    from hardprompts.config import algorithm_config_class, algorithm_names, describe_fields
 
     if fields:
         table = Table(title="configuration fields")
@@ -214,6 +214,11 @@ def config_cmd(
             table.add_column(col)
         for row in describe_fields():
             table.add_row(*row)
+        for name in algorithm_names():
+            table.add_section()
+            for field, default, doc in describe_fields(algorithm_config_class(name), "algorithm."):
+                if field != "algorithm.name":
+                    table.add_row(f"{field} [dim]({name})[/]", default, doc)
         out.print(table)
         return
     cfg = _load(config, set_)

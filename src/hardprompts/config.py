@@ -237,6 +237,16 @@ def algorithm_names() -> list[str]:
     return sorted(_ALGORITHMS)
 
 
+def algorithm_config_class(name: str) -> type[AlgorithmConfig]:
+    """The config class registered for ``algorithm.name: <name>``."""
+    _import_algorithms()
+    if name not in _ALGORITHMS:
+        raise ConfigError(
+            f"unknown algorithm name {name!r}; valid names: {', '.join(sorted(_ALGORITHMS))}"
+        )
+    return _ALGORITHMS[name]
+
+
 def _import_algorithms() -> None:
     # Algorithm modules register their config classes on import.
     import hardprompts.algorithms  # noqa: F401

@@ -55,7 +55,7 @@ __all__ = [
 class APPOConfig(AgentConfig):
     """StablePrompt's APPO: PPO on the agent's LoRA adapter with an adaptive anchor policy."""
 
-    name: Literal["appo"] = "appo"
+    name: Literal["appo"] = Field("appo", description="Selects this algorithm.")
     lr: float = Field(1e-5, gt=0, description="Adam learning rate. StablePrompt: 1e-5.")
     lora_r: int = Field(16, ge=1, description="LoRA rank. StablePrompt: 16.")
     lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha. StablePrompt: 32.")

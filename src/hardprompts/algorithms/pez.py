@@ -58,7 +58,7 @@ __all__ = [
 class PEZConfig(AlgorithmConfig):
     """PEZ (Wen et al., 2023) with optional perplexity regularisation (Patel et al., 2025)."""
 
-    name: Literal["pez"] = "pez"
+    name: Literal["pez"] = Field("pez", description="Selects this algorithm.")
     prompt_length: int = Field(
         10,
         ge=1,

@@ -32,7 +32,7 @@ __all__ = ["Search", "SearchConfig"]
 class SearchConfig(AgentConfig):
     """Sample-and-select with the frozen agent (StablePrompt's baseline, METHODS.md 7)."""
 
-    name: Literal["search"] = "search"
+    name: Literal["search"] = Field("search", description="Selects this algorithm.")
     reward_batch_size: int | None = Field(
         None,
         ge=1,

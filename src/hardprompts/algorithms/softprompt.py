@@ -46,7 +46,7 @@ __all__ = ["SoftPrompt", "SoftPromptConfig"]
 class SoftPromptConfig(AlgorithmConfig):
     """Continuous prompt tuning (Lester et al., 2021) with a nearest-token reading of the result."""
 
-    name: Literal["softprompt"] = "softprompt"
+    name: Literal["softprompt"] = Field("softprompt", description="Selects this algorithm.")
     prompt_length: int = Field(
         10, ge=1, description="Soft prompt vectors T (10: PEZ's LM setting, to compare with PEZ)."
     )
