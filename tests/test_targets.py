@@ -72,6 +72,17 @@ def test_small_memory_budget_chunks_and_agrees(tiny_gpt2):
     )
 
 
+@pytest.mark.parametrize("kind", ["causal", "masked"])
+def test_token_cap_per_forward_chunks_and_agrees(request, kind):
+    path = request.getfixturevalue("tiny_gpt2" if kind == "causal" else "tiny_roberta")
+    template = "{x} {prompt}" if kind == "causal" else "{x} {prompt} {mask} ."
+    target = make_target(path, kind, template, max_length=40, tokens_per_batch=30)
+    assert target._rows_for(15) == 2
+    torch.testing.assert_close(
+        target.score(PROMPTS, TEXTS), reference_scores(target, PROMPTS, TEXTS), atol=1e-5, rtol=1e-5
+    )
+
+
 def test_truncation_cuts_only_the_input(tiny_roberta):
     target = make_target(tiny_roberta, "masked", "{x} {prompt} {mask} .", max_length=24)
     enc = target.encode(TEXTS[3], "great great")

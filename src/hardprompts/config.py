@@ -160,6 +160,11 @@ class TargetConfig(Section):
     memory_budget_mb: int = Field(
         2048, ge=16, description="Activation and cache memory one forward pass may use (MiB)."
     )
+    tokens_per_batch: int | None | Literal["auto"] = Field(
+        "auto",
+        description="Most tokens in one forward pass; auto = 2048 on CPU (larger forwards run slower "
+        "per token there), no cap on GPU; null = no cap.",
+    )
     trust_remote_code: bool = Field(
         False,
         description="Allow model repositories to run their own code. Off unless you trust it.",
