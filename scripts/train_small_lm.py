@@ -4,12 +4,16 @@ Reproducible from scratch on one CPU thread: fixed seed, every setting is a comm
 argument whose default is the shipped run. Steps:
 
 1. Read the Yelp *dev* sentences (``clean/sentiment.dev.{0,1}.clean``); the test files are
-   held out for ``scripts/eval_small_lm.py`` and never read here. A seeded random slice of the
-   dev sentences (``--val-fraction``) is kept aside to monitor validation loss.
+   held out for ``scripts/eval_small_lm.py`` and never read here. A seeded random slice of each
+   dev file (``--val-fraction``) is kept aside to monitor validation loss.
 2. Train a byte-level BPE tokenizer on the training sentences (``<|endoftext|>`` doubles as
    bos/eos/unk/pad) and check that the sentiment words used as verbalizers are single tokens.
-3. Pack ``<|endoftext|>``-separated sentences into fixed-length blocks (re-shuffled each
-   epoch) and train ``GPT2LMHeadModel`` with AdamW and a warmup + cosine learning-rate schedule.
+3. Pack ``<|endoftext|>``-separated sentences into fixed-length blocks and train
+   ``GPT2LMHeadModel`` with AdamW and a warmup + cosine learning-rate schedule. Each block
+   holds sentences of one file only (all negative or all positive, like the sentences of one
+   review), so the model learns that sentiment persists across a text; with blocks mixing both
+   files it learns that neighbouring sentences are unrelated and the zero-shot sentiment prompt
+   ``"{sentence} It was"`` fails. Sentence and block order are re-shuffled every epoch.
 4. Save weights (fp16 safetensors), tokenizer, ``training_record.json`` and a ``README.md``
    model card, after evaluating the saved files with ``scripts/eval_small_lm.py``. Everything is
    written to a temporary directory first and renamed into place, so a crash leaves the output
@@ -117,24 +121,24 @@ def describe_file(path: Path) -> dict[str, str | int]:
     }
 
 
-def load_sentences(data_dir: Path) -> tuple[list[str], list[dict[str, str | int]]]:
-    """All non-empty dev sentences, plus a description of each file read."""
-    sentences: list[str] = []
+def load_corpora(data_dir: Path) -> tuple[list[list[str]], list[dict[str, str | int]]]:
+    """Non-empty sentences of each dev file (one list per file) and a description of the files."""
+    corpora = []
     files = []
     for name in TRAIN_FILES:
         path = data_dir / name
         files.append(describe_file(path))
         with path.open(encoding="utf-8") as f:
-            sentences.extend(line.strip() for line in f if line.strip())
-    return sentences, files
+            corpora.append([line.strip() for line in f if line.strip()])
+    return corpora, files
 
 
 def split_train_val(
-    sentences: Sequence[str], val_fraction: float, seed: int
+    sentences: Sequence[str], val_fraction: float, rng: random.Random
 ) -> tuple[list[str], list[str]]:
-    """Seeded random split into training and validation sentences."""
+    """Random split into training and validation sentences."""
     order = list(range(len(sentences)))
-    random.Random(seed).shuffle(order)
+    rng.shuffle(order)
     n_val = max(1, round(len(sentences) * val_fraction))
     val = [sentences[i] for i in sorted(order[:n_val])]
     train = [sentences[i] for i in sorted(order[n_val:])]
@@ -190,13 +194,33 @@ def pack(encoded: Sequence[list[int]], block_size: int) -> torch.Tensor:
     return stream[: n_blocks * block_size].view(n_blocks, block_size)
 
 
+def pack_each(
+    corpora: Sequence[Sequence[list[int]]], block_size: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Blocks of every corpus, each block from one corpus only; shuffled if given a generator."""
+    parts = []
+    for encoded in corpora:
+        order = (
+            torch.randperm(len(encoded), generator=generator).tolist()
+            if generator is not None
+            else range(len(encoded))
+        )
+        parts.append(pack([encoded[i] for i in order], block_size))
+    blocks = torch.cat(parts)
+    if generator is not None:
+        blocks = blocks[torch.randperm(len(blocks), generator=generator)]
+    return blocks
+
+
 def training_batches(
-    encoded: Sequence[list[int]], block_size: int, batch_size: int, generator: torch.Generator
+    corpora: Sequence[Sequence[list[int]]],
+    block_size: int,
+    batch_size: int,
+    generator: torch.Generator,
 ) -> Iterator[torch.Tensor]:
-    """Endless ``[batch_size, block_size]`` batches; sentence order re-shuffled every epoch."""
+    """Endless ``[batch_size, block_size]`` batches, re-packed and re-shuffled every epoch."""
     while True:
-        order = torch.randperm(len(encoded), generator=generator).tolist()
-        blocks = pack([encoded[i] for i in order], block_size)
+        blocks = pack_each(corpora, block_size, generator)
         for start in range(0, len(blocks) - batch_size + 1, batch_size):
             yield blocks[start : start + batch_size]
 
@@ -264,14 +288,14 @@ def mean_loss(model: GPT2LMHeadModel, blocks: torch.Tensor, batch_size: int) -> 
 
 def train(
     model: GPT2LMHeadModel,
-    train_encoded: Sequence[list[int]],
+    train_corpora: Sequence[Sequence[list[int]]],
     val_blocks: torch.Tensor,
     train_probe_blocks: torch.Tensor,
     args: argparse.Namespace,
 ) -> list[dict[str, float | int]]:
     """Run the optimisation; returns the history of periodic train/validation losses."""
     generator = torch.Generator().manual_seed(args.seed)
-    batches = training_batches(train_encoded, args.block_size, args.batch_size, generator)
+    batches = training_batches(train_corpora, args.block_size, args.batch_size, generator)
     optimizer = make_optimizer(model, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, args.warmup_steps, args.steps, args.min_lr_ratio)
@@ -405,14 +429,16 @@ review sentence per line:
 
 {record["split"]["train_sentences"]:,} sentences are used for training and a seeded random
 {a["val_fraction"]:.0%} ({record["split"]["val_sentences"]:,} sentences) is held out as
-validation. The Yelp *test* files are never read during training and are used only for the
+validation (the same fraction of each file). The Yelp *test* files are never read during training and are used only for the
 perplexity below.
 
 ## Training
 
 Sentences are prefixed with `<|endoftext|>`, concatenated and cut into blocks of
-{a["block_size"]} tokens (sentence order re-shuffled every epoch;
-{record["split"]["train_tokens"]:,} training tokens). AdamW (β = 0.9, {a["adam_beta2"]},
+{a["block_size"]} tokens ({record["split"]["train_tokens"]:,} training tokens). Each block is
+packed from one file only, i.e. all its sentences share a sentiment like the sentences of one
+review; the model therefore learns that sentiment persists through a text, which the zero-shot
+sentiment prompt below relies on. Sentence and block order are re-shuffled every epoch. AdamW (β = 0.9, {a["adam_beta2"]},
 weight decay {a["weight_decay"]} on matrices), peak learning rate {a["lr"]} with
 {a["warmup_steps"]} warmup steps and cosine decay to {a["min_lr_ratio"]}×, batch
 {a["batch_size"]} blocks, gradient clipping {a["grad_clip"]}, dropout {a["dropout"]},
@@ -467,16 +493,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     random.seed(args.seed)
     torch.manual_seed(args.seed)
 
-    sentences, data_files = load_sentences(args.data_dir)
-    train_sentences, val_sentences = split_train_val(sentences, args.val_fraction, args.seed)
-    print(f"{len(train_sentences):,} training / {len(val_sentences):,} validation sentences")
+    corpora, data_files = load_corpora(args.data_dir)
+    split_rng = random.Random(args.seed)
+    train_sets, val_sets = zip(
+        *(split_train_val(c, args.val_fraction, split_rng) for c in corpora), strict=True
+    )
+    train_sentences = [s for sentences in train_sets for s in sentences]
+    n_val = sum(len(v) for v in val_sets)
+    print(f"{len(train_sentences):,} training / {n_val:,} validation sentences")
 
     tokenizer = train_tokenizer(train_sentences, args.vocab_size, args.n_positions)
     check_single_tokens(tokenizer, SINGLE_TOKEN_WORDS)
-    train_encoded = encode_sentences(tokenizer, train_sentences)
-    val_blocks = pack(encode_sentences(tokenizer, val_sentences), args.block_size)
-    train_tokens = sum(len(ids) for ids in train_encoded)
-    train_probe_blocks = pack(train_encoded, args.block_size)[: len(val_blocks)]
+    train_corpora = [encode_sentences(tokenizer, t) for t in train_sets]
+    val_blocks = pack_each(
+        [encode_sentences(tokenizer, v) for v in val_sets], args.block_size, None
+    )
+    train_tokens = sum(len(ids) for encoded in train_corpora for ids in encoded)
+    probe_generator = torch.Generator().manual_seed(args.seed)
+    train_probe_blocks = pack_each(train_corpora, args.block_size, probe_generator)[
+        : len(val_blocks)
+    ]
     print(f"{train_tokens:,} training tokens, {len(val_blocks)} validation blocks")
 
     model = build_model(args, tokenizer)
@@ -484,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"GPT-2 {args.n_layer}x{args.n_embd}, {n_params:,} parameters")
 
     start = time.perf_counter()
-    history = train(model, train_encoded, val_blocks, train_probe_blocks, args)
+    history = train(model, train_corpora, val_blocks, train_probe_blocks, args)
     wall_time = time.perf_counter() - start
     print(f"training took {wall_time / 60:.1f} minutes")
 
@@ -496,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "data_files": data_files,
         "split": {
             "train_sentences": len(train_sentences),
-            "val_sentences": len(val_sentences),
+            "val_sentences": n_val,
             "train_tokens": train_tokens,
             "val_blocks": len(val_blocks),
             "train_probe_blocks": len(train_probe_blocks),
