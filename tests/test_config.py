@@ -93,6 +93,8 @@ def test_every_field_has_a_description():
     names = algorithm_names()
     assert {"rlprompt", "pin", "pez", "softprompt", "appo", "search"} <= set(names)
     for name in names:
-        rows += [(f"{name}:{f}", d, doc) for f, d, doc in describe_fields(algorithm_config_class(name))]
+        rows += [
+            (f"{name}:{f}", d, doc) for f, d, doc in describe_fields(algorithm_config_class(name))
+        ]
     missing = [name for name, _, doc in rows if not doc]
     assert not missing, f"fields without a description: {missing}"

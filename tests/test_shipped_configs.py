@@ -21,4 +21,6 @@ def test_shipped_config_loads_and_documents_itself(path):
     if not path.stem.endswith("_eval"):  # eval-only configs need no algorithm
         assert cfg.algorithm is not None, f"{path.name} names no algorithm"
     header = path.read_text(encoding="utf-8").split("\n\n")[0]
-    assert header.startswith("#") and "hardprompts " in header, f"{path.name}: header lacks the command"
+    assert header.startswith("#") and "hardprompts " in header, (
+        f"{path.name}: header lacks the command"
+    )
