@@ -71,11 +71,10 @@ def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune, then score the manual prompt on test and draw the curves; returns the extended result."""
     from hardprompts.metrics import prompt_scores
     from hardprompts.plots import plot_training_curves
-    from hardprompts.targets import build_target
-    from hardprompts.training import run
+    from hardprompts.training import run_with_context
 
-    result = run(config, resume=resume)
-    target, task = build_target(config.target, config.task)
+    result, ctx = run_with_context(config, resume=resume)
+    target, task = ctx.target, ctx.task  # the run's own target: no second model load
     out_dir = Path(config.out_dir)
     try:
         test = task.split("test")

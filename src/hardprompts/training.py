@@ -139,6 +139,13 @@ class _Logger:
 
 def run(config: Config, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Train ``config.algorithm`` and write ``result.json``; returns the result dict."""
+    return run_with_context(config, resume=resume, show_progress=show_progress)[0]
+
+
+def run_with_context(
+    config: Config, *, resume: bool = False, show_progress: bool = True
+) -> tuple[dict[str, Any], RunContext]:
+    """:func:`run`, also returning the run's context (its loaded target, task and splits)."""
     if config.algorithm is None:
         from hardprompts.config import algorithm_names
 
@@ -228,7 +235,7 @@ def run(config: Config, *, resume: bool = False, show_progress: bool = True) -> 
 
     result = _finish(config, algo, task, target, loop, time.perf_counter() - started)
     atomic_write_json(out_dir / "result.json", result)
-    return result
+    return result, ctx
 
 
 def _finish(
