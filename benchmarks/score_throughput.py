@@ -127,6 +127,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--kinds", default="causal,masked")
+    parser.add_argument(
+        "--tokens-per-batch",
+        type=int,
+        default=-1,
+        help="cap per forward: -1 auto (2048 on CPU), 0 none",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -142,7 +148,8 @@ def main() -> None:
         vocab = 50257 if kind == "causal" else 50265
         model = make_model(kind, args.layers, args.width, vocab)
         template = "{x} {prompt}" if kind == "causal" else "{x} {prompt} {mask} ."
-        target = HFTarget(model, tok, kind, template, [" terrible", " great"])
+        cap = {-1: "auto", 0: None}.get(args.tokens_per_batch, args.tokens_per_batch)
+        target = HFTarget(model, tok, kind, template, [" terrible", " great"], tokens_per_batch=cap)
         fast_t, fast = timed(lambda t=target: t.score(prompts, texts), args.repeats)
         naive_t, naive = timed(lambda t=target: naive_scores(t, prompts, texts), args.repeats)
         torch.testing.assert_close(fast, naive, atol=1e-4, rtol=1e-4)
