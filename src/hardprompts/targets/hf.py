@@ -32,8 +32,9 @@ from hardprompts.templates import Encoded, Kind, Template, TemplateEncoder, verb
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 
-# On CPU a forward of more tokens than this runs slower per token (cache effects): measured with
-# a 6 x 768 RoBERTa, 400-3,200 tokens per forward took 6.8-7.5 s for 256 pairs, 17,000 took 11.9 s.
+# On CPU a forward of many more tokens than this runs slower per token (cache effects): with a
+# 6 x 768 RoBERTa, 400-3,200 tokens per forward ran at the same speed and one forward of all 256
+# pairs 1.6x slower (`benchmarks/score_throughput.py --kinds masked --tokens-per-batch 0`).
 CPU_TOKENS_PER_BATCH = 2048
 
 # Model families whose position ids start after the padding index (RoBERTa's offset of pad_id + 1).
