@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from peft import LoraConfig
+from tiny_models import TINY_AGENT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
@@ -37,13 +38,6 @@ from hardprompts.tasks import Split
 
 REPO = Path(__file__).resolve().parents[1]
 # A meta-prompt short enough for the tiny GPT-2's 64 positions (the default one is tested below).
-SHORT = {
-    "meta_prompt": "Pairs:\n{demos}\n",
-    "answer_prefix": "Instruction:",
-    "num_demos": 1,
-    "demo_max_tokens": 8,
-    "max_prompt_tokens": 8,
-}
 TOY = Split(
     "train", ["a great film", "a terrible film", "great fun", "so bad"], [1, 0, 1, 0], "toy"
 )
@@ -146,7 +140,7 @@ def make_agent(path, *, r: int = 4, dropout: float = 0.0, targets=None, **kwargs
     lora = LoraConfig(
         r=r, lora_alpha=2 * r, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM"
     )
-    settings = {**SHORT, **kwargs}
+    settings = {**TINY_AGENT, **kwargs}
     settings.pop("num_demos")
     return PromptAgent(model, AutoTokenizer.from_pretrained(path), lora=lora, **settings)
 
@@ -338,7 +332,7 @@ def write_config(tmp_path: Path, fsc_dir, tiny_gpt2, **algorithm) -> Path:
             "template": "{prompt} Input: {x} Output:",
         },
         "target": {"model": str(tiny_gpt2), "kind": "causal"},
-        "algorithm": {"name": "appo", "agent_model": str(tiny_gpt2), **SHORT, **algorithm},
+        "algorithm": {"name": "appo", "agent_model": str(tiny_gpt2), **TINY_AGENT, **algorithm},
         "train": {"steps": 4, "eval_every": 2, "checkpoint_every": 2, "seed": 3},
     }
     path = tmp_path / "appo.yaml"

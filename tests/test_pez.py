@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import make_tiny_tokenizer
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_models import make_tiny_gpt2
 
 from hardprompts.algorithms.pez import projected_gradient_step
 from hardprompts.config import config_from_dict, load_config
@@ -132,23 +131,7 @@ def test_prompt_nll_equals_reported_perplexity(tiny_gpt2):
 def sharp_gpt2(tmp_path_factory) -> Path:
     """A tiny GPT-2 with larger random weights (init std 0.3), so the prompt moves its predictions
     and its own next-token distribution is far from uniform."""
-    path = tmp_path_factory.mktemp("sharp") / "sharp-gpt2"
-    tok = make_tiny_tokenizer(path, kind="gpt2")
-    config = GPT2Config(
-        n_layer=2,
-        n_embd=32,
-        n_head=2,
-        n_positions=64,
-        vocab_size=len(tok),
-        initializer_range=0.3,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = GPT2LMHeadModel(config)
-    model.save_pretrained(str(path))
-    return path
+    return make_tiny_gpt2(tmp_path_factory.mktemp("sharp"), init_std=0.3)
 
 
 def _config(model, fsc_dir, out, algorithm, steps=30, **train):

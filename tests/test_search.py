@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_models import TINY_AGENT
 from typer.testing import CliRunner
 
 from hardprompts.agent import PromptPool
@@ -19,13 +20,6 @@ from hardprompts.metrics import prompt_scores
 from hardprompts.targets import build_target
 
 REPO = Path(__file__).resolve().parents[1]
-SHORT = {
-    "meta_prompt": "Pairs:\n{demos}\n",
-    "answer_prefix": "Instruction:",
-    "num_demos": 1,
-    "demo_max_tokens": 8,
-    "max_prompt_tokens": 8,
-}
 runner = CliRunner()
 
 
@@ -53,7 +47,7 @@ def write_config(tmp_path: Path, fsc_dir, tiny_gpt2, steps: int, **algorithm) ->
             "template": "{prompt} Input: {x} Output:",
         },
         "target": {"model": str(tiny_gpt2), "kind": "causal"},
-        "algorithm": {"name": "search", "agent_model": str(tiny_gpt2), **SHORT, **algorithm},
+        "algorithm": {"name": "search", "agent_model": str(tiny_gpt2), **TINY_AGENT, **algorithm},
         "train": {"steps": steps, "eval_every": 2, "checkpoint_every": 2, "seed": 5},
     }
     path = tmp_path / "search.yaml"

@@ -92,8 +92,11 @@ def make_tiny_tokenizer(tmp_dir: str | Path | None = None, kind: str = "gpt2"):
     return hf
 
 
-def make_tiny_gpt2(tmp_dir: str | Path, seed: int = 0) -> Path:
-    """Save a random 2-layer GPT-2 (d = 32) and its tokenizer under ``tmp_dir/tiny-gpt2``."""
+def make_tiny_gpt2(tmp_dir: str | Path, seed: int = 0, init_std: float = 0.02) -> Path:
+    """Save a random 2-layer GPT-2 (d = 32) and its tokenizer under ``tmp_dir/tiny-gpt2``.
+
+    ``init_std`` is the weights' initialisation scale (GPT-2's 0.02 by default; larger values give
+    a model whose predictions depend strongly on its input)."""
     path = Path(tmp_dir) / "tiny-gpt2"
     tok = make_tiny_tokenizer(path, kind="gpt2")
     config = GPT2Config(
@@ -102,6 +105,7 @@ def make_tiny_gpt2(tmp_dir: str | Path, seed: int = 0) -> Path:
         n_head=2,
         n_positions=64,
         vocab_size=len(tok),
+        initializer_range=init_std,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
@@ -133,3 +137,13 @@ def make_tiny_roberta(tmp_dir: str | Path, seed: int = 0) -> Path:
         model = RobertaForMaskedLM(config)
     model.save_pretrained(str(path))
     return path
+
+
+#: Agent settings (APPO, search) that fit the tiny GPT-2's 64 positions.
+TINY_AGENT = {
+    "meta_prompt": "Pairs:\n{demos}\n",
+    "answer_prefix": "Instruction:",
+    "num_demos": 1,
+    "demo_max_tokens": 8,
+    "max_prompt_tokens": 8,
+}
