@@ -17,7 +17,7 @@ from typing import Any
 
 from hardprompts.checkpoint import atomic_write_json
 from hardprompts.config import Config, apply_overrides, config_from_dict
-from hardprompts.errors import ConfigError, DataError
+from hardprompts.errors import ConfigError
 from hardprompts.tasks import PRESETS
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
@@ -74,19 +74,18 @@ def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     from hardprompts.training import run_with_context
 
     result, ctx = run_with_context(config, resume=resume)
-    target, task = ctx.target, ctx.task  # the run's own target: no second model load
     out_dir = Path(config.out_dir)
-    try:
-        test = task.split("test")
-    except DataError:  # a dataset without a test split (yelp-2): compare on dev, and say so
-        test = task.split("dev")
-    logits = target.score([MANUAL_PROMPT, result["best_prompt"]], test.texts)
-    manual, tuned = prompt_scores([MANUAL_PROMPT, result["best_prompt"]], logits, test.labels, 0.0)
+    if result["test_accuracy"] is not None:  # the loop already scored the tuned prompt on test
+        split, tuned_accuracy = ctx.task.split("test"), result["test_accuracy"]
+    else:  # a dataset without a test split (yelp-2): compare on dev, and say so
+        split, tuned_accuracy = ctx.dev, result["dev_accuracy"]
+    logits = ctx.target.score([MANUAL_PROMPT], split.texts)
+    manual = prompt_scores([MANUAL_PROMPT], logits, split.labels, 0.0)[0]
     result.update(
         manual_prompt=MANUAL_PROMPT,
         manual_accuracy=manual.accuracy,
-        compared_on=test.name,
-        tuned_accuracy=tuned.accuracy,
+        compared_on=split.name,
+        tuned_accuracy=tuned_accuracy,
         curves_png=str(out_dir / "curves.png"),
     )
     plot_training_curves(
