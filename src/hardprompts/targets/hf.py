@@ -243,10 +243,11 @@ class HFTarget:
         # Peak of one layer: MLP intermediate (4d) + q, k, v, output (4d) + attention scores.
         return 2 * elem * (8 * d + heads * length)
 
-    def _rows_for(self, length: int, extra_bytes_per_row: int = 0) -> int:
+    def _rows_for(self, length: int) -> int:
+        """Sequences of ``length`` tokens per forward: memory budget, then the CPU token cap."""
         if self.batch_size:
             return self.batch_size
-        per_row = length * self._bytes_per_token(length) + extra_bytes_per_row
+        per_row = length * self._bytes_per_token(length)
         rows = self.memory_budget // max(per_row, 1)
         if self.tokens_per_batch:
             rows = min(rows, self.tokens_per_batch // max(length, 1))
