@@ -15,7 +15,7 @@ from tiny_models import TINY_AGENT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from hardprompts.agent import ANCHOR, POLICY, PromptAgent, sample_demos
+from hardprompts.agent import ANCHOR, POLICY, PromptAgent
 from hardprompts.algorithms.appo import (
     Anchor,
     APPOConfig,
@@ -34,7 +34,7 @@ from hardprompts.algorithms.appo import (
 from hardprompts.cli import app
 from hardprompts.config import load_config
 from hardprompts.errors import ConfigError
-from hardprompts.tasks import Split
+from hardprompts.tasks import Split, sample_demos
 
 REPO = Path(__file__).resolve().parents[1]
 # A meta-prompt short enough for the tiny GPT-2's 64 positions (the default one is tested below).
@@ -382,12 +382,12 @@ def test_tune_appo_end_to_end_and_resume_equals_uninterrupted(fsc_dir, tiny_gpt2
 
 
 def test_anchor_refresh_updates_and_rolls_back_in_the_algorithm(fsc_dir, tiny_gpt2, tmp_path):
-    from hardprompts.targets import build_target
+    from hardprompts.tasks import build_task
     from hardprompts.training import RunContext
 
     cfg = load_config(write_config(tmp_path, fsc_dir, tiny_gpt2, lr=1e-2))
-    target, task = build_target(cfg.target, cfg.task)
-    ctx = RunContext(cfg, task, target, task.split("train"), task.split("dev"), tmp_path)
+    task = build_task(cfg)
+    ctx = RunContext(cfg, task, tmp_path)
     algo = cfg.algorithm.make(ctx)
     algo.step(0)
     algo.step(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hardprompts.config import TaskConfig, apply_overrides, load_config
+from hardprompts.config import ClassificationTaskConfig, apply_overrides, load_config
 from hardprompts.errors import ConfigError
 
 
@@ -82,7 +82,7 @@ def test_saved_config_round_trips():
     cfg = load_config(None, ["task.dataset=cr", "train.steps=3"])
     again = load_config(None, [f"{k}={v}" for k, v in [("task.dataset", "cr"), ("train.steps", 3)]])
     assert cfg.to_dict() == again.to_dict()
-    assert TaskConfig.model_validate(cfg.to_dict()["task"]) == cfg.task
+    assert ClassificationTaskConfig.model_validate(cfg.to_dict()["task"]) == cfg.task
 
 
 def test_every_field_has_a_description():

@@ -17,7 +17,7 @@ from hardprompts.interpretability import (
     nearest_tokens,
     total_variation,
 )
-from hardprompts.targets import build_target
+from hardprompts.tasks import build_task
 from hardprompts.training import RunContext, run
 
 # ---------------------------------------------------------------------- pure maths, by hand
@@ -97,12 +97,12 @@ def _config(model, fsc_dir, out, steps=8, **algorithm):
 
 def test_soft_prompt_equal_to_its_projection_is_faithful(tiny_gpt2, fsc_dir, tmp_path):
     config = _config(tiny_gpt2, fsc_dir, tmp_path, lr=0.5)
-    target, task = build_target(config.target, config.task)
-    ctx = RunContext(config, task, target, task.split("train"), task.split("dev"), tmp_path)
+    task = build_task(config)
+    ctx = RunContext(config, task, tmp_path)
     algo = config.algorithm.make(ctx)
     # Initialised on the label words' embedding rows: P is exactly its own projection.
     assert torch.equal(algo.prompt.detach(), algo.table[algo.projection()])
-    dev = ctx.dev
+    dev = task.split("dev")
     same = algo._faithfulness(algo.prompt.detach(), dev.texts, dev.labels)
     assert same["label_agreement"] == 1.0
     assert same["tv_faithfulness"] == pytest.approx(1.0, abs=1e-6)
@@ -135,8 +135,8 @@ def test_softprompt_state_round_trip_continues_identically(tiny_gpt2, fsc_dir, t
     from hardprompts.checkpoint import load_checkpoint, save_checkpoint
 
     config = _config(tiny_gpt2, fsc_dir, tmp_path, init="random")
-    target, task = build_target(config.target, config.task)
-    ctx = RunContext(config, task, target, task.split("train"), task.split("dev"), tmp_path)
+    task = build_task(config)
+    ctx = RunContext(config, task, tmp_path)
     whole, cut = config.algorithm.make(ctx), config.algorithm.make(ctx)
     for step in range(3):
         whole.step(step)

@@ -16,9 +16,9 @@ import torch
 from hardprompts.config import load_config
 from hardprompts.errors import TargetError
 from hardprompts.modeling import load_lm, load_tokenizer
-from hardprompts.targets import build_target
 from hardprompts.targets.hf import HFTarget
 from hardprompts.targets.openai import OpenAITarget
+from hardprompts.tasks import build_task
 
 TEXTS = ["the movie was great", "a terrible film , it was bad and boring", "news about sports"]
 PROMPTS = ["the language feels", "", "film"]
@@ -79,7 +79,8 @@ def test_endpoint_equals_in_process_target(served, template):
 def test_built_from_config(served):
     _, _, url = served
     cfg = load_config(None, ["target.kind=openai", f"target.base_url={url}", "target.model=tiny"])
-    target, task = build_target(cfg.target, cfg.task)
+    task = build_task(cfg)
+    target = task.target
     assert isinstance(target, OpenAITarget) and task.template == "{x} {prompt}"
     assert target.score(["so"], TEXTS).shape == (1, 3, 2)
 

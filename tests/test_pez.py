@@ -15,9 +15,9 @@ from hardprompts.config import config_from_dict, load_config
 from hardprompts.errors import ConfigError
 from hardprompts.metrics import prompt_perplexity
 from hardprompts.modeling import load_lm, load_tokenizer
-from hardprompts.targets import build_target
 from hardprompts.targets.embeds import EmbeddingScorer, prompt_nll
 from hardprompts.targets.hf import HFTarget
+from hardprompts.tasks import build_task
 from hardprompts.training import RunContext, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,10 +148,8 @@ def _config(model, fsc_dir, out, algorithm, steps=30, **train):
 
 
 def _algorithm(config):
-    target, task = build_target(config.target, config.task)
-    ctx = RunContext(
-        config, task, target, task.split("train"), task.split("dev"), Path(config.out_dir)
-    )
+    task = build_task(config)
+    ctx = RunContext(config, task, Path(config.out_dir))
     return config.algorithm.make(ctx), ctx
 
 
@@ -160,8 +158,8 @@ def _train_ce_and_nll(algo, ctx) -> tuple[float, float]:
     """Full-training-set CE and reference NLL of the current projection."""
     ids = algo.project()
     embeds = algo.table[ids][None]
-    logits = algo.scorer.score(embeds, ctx.train.texts)[0]
-    ce = F.cross_entropy(logits, torch.tensor(ctx.train.labels)).item()
+    logits = algo.scorer.score(embeds, ctx.task.split("train").texts)[0]
+    ce = F.cross_entropy(logits, torch.tensor(ctx.task.split("train").labels)).item()
     nll = prompt_nll(ctx.target.model, embeds, ids[None], algo.bos_id)[0].item()
     return ce, nll
 

@@ -18,7 +18,7 @@ from hardprompts.rewards import (
     task_reward,
     zscore,
 )
-from hardprompts.tasks import Split
+from hardprompts.tasks import ClassificationTask, Split
 
 LOG3 = math.log(3.0)
 
@@ -114,7 +114,7 @@ class CountingTarget:
 def test_training_reward_caches_by_prompt(tmp_path):
     target = CountingTarget({"a": LOGITS[0], "b": LOGITS[1], "c": LOGITS[0] * 0})
     train = Split("train", ["x0", "x1"], [0, 1], "memory")
-    reward = TrainingReward(target, train)
+    reward = TrainingReward(ClassificationTask(target, splits={"train": train}))
     out = reward(["a", "b", "a", "b"])
     assert target.calls == [["a", "b"]]  # distinct prompts, scored once
     assert out.scored == 2 and out.log_perplexity is None
@@ -129,7 +129,7 @@ def test_training_reward_caches_by_prompt(tmp_path):
 
     # The cache survives a checkpoint round trip exactly, and then nothing is scored again.
     save_checkpoint(tmp_path / "ckpt", {"cache": reward.state_dict()})
-    restored = TrainingReward(target, train)
+    restored = TrainingReward(ClassificationTask(target, splits={"train": train}))
     restored.load_state_dict(load_checkpoint(tmp_path / "ckpt")["cache"])
     assert list(restored.cache) == list(reward.cache)
     a, b = restored.state_dict(), reward.state_dict()
@@ -140,7 +140,7 @@ def test_training_reward_caches_by_prompt(tmp_path):
     assert len(target.calls) == n_calls and again.scored == 0
 
     # Without the cache every step asks the target.
-    uncached = TrainingReward(target, train, cache=False)
+    uncached = TrainingReward(ClassificationTask(target, splits={"train": train}), cache=False)
     uncached(["a"])
     uncached(["a"])
     assert target.calls[-2:] == [["a"], ["a"]]
@@ -151,7 +151,11 @@ def test_training_reward_with_perplexity(gpt2):
     prompts = [" great", " great great great"]
     target = CountingTarget({p: LOGITS[0] for p in prompts})  # equal task rewards
     train = Split("train", ["x0", "x1"], [0, 1], "memory")
-    reward = TrainingReward(target, train, perplexity_weight=2.0, reference=(model, tok))
+    reward = TrainingReward(
+        ClassificationTask(target, splits={"train": train}),
+        perplexity_weight=2.0,
+        reference=(model, tok),
+    )
     out = reward(prompts)
     log_ppl = prompt_log_perplexity(prompts, model, tok)
     torch.testing.assert_close(out.log_perplexity, log_ppl)
@@ -160,4 +164,4 @@ def test_training_reward_with_perplexity(gpt2):
     better = int(log_ppl.argmin())
     assert out.shaped[better] > 0 > out.shaped[1 - better]
     with pytest.raises(ValueError, match="reference"):
-        TrainingReward(target, train, perplexity_weight=1.0)
+        TrainingReward(ClassificationTask(target, splits={"train": train}), perplexity_weight=1.0)

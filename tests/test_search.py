@@ -17,7 +17,7 @@ from hardprompts.cli import app
 from hardprompts.config import load_config
 from hardprompts.errors import ConfigError
 from hardprompts.metrics import prompt_scores
-from hardprompts.targets import build_target
+from hardprompts.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -71,7 +71,8 @@ def test_search_picks_the_best_on_dev_of_its_samples(fsc_dir, tiny_gpt2, tmp_pat
     assert result["train_pairs_scored"] == 12 * 32  # every prompt on the whole train split
 
     cfg = load_config(config)
-    target, task = build_target(cfg.target, cfg.task)
+    task = build_task(cfg)
+    target = task.target
     prompts = [s["prompt"] for s in samples]
     train, dev = task.split("train"), task.split("dev")
     # The train rewards it recorded are the StablePrompt reward of each sample on train ...

@@ -14,7 +14,7 @@ from hardprompts.algorithms.soft_q import PINConfig, ReplayBatch, ReplayBuffer, 
 from hardprompts.checkpoint import load_checkpoint, save_checkpoint
 from hardprompts.config import load_config
 from hardprompts.errors import ConfigError
-from hardprompts.tasks import Split
+from hardprompts.tasks import ClassificationTask, Split
 from hardprompts.training import RunContext, run
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +162,8 @@ def _toy_algorithm(tiny_gpt2, name: str, overrides: list[str], seed: int = 0):
         ],
     )
     train = Split("train", ["a", "b"], [1, 1], "toy")
-    ctx = RunContext(cfg, None, GoalTarget(tok, goal), train, train, Path("unused"))  # type: ignore[arg-type]
+    task = ClassificationTask(GoalTarget(tok, goal), splits={"train": train, "dev": train})
+    ctx = RunContext(cfg, task, Path("unused"))
     return cfg.algorithm.make(ctx), tok, goal
 
 

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from hardprompts.config import TaskConfig
+from hardprompts.config import ClassificationTaskConfig
 from hardprompts.errors import ConfigError, DataError
 from hardprompts.tasks import PRESETS, SPLIT_SEEDS, load_split, read_examples, resolve_task
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_loads_its_real_splits(fsc_dir, name):
-    cfg = TaskConfig(dataset=name, data_dir=str(fsc_dir))
+    cfg = ClassificationTaskConfig(dataset=name, data_dir=str(fsc_dir))
     for kind in ("masked", "causal"):
         task = resolve_task(cfg, kind)
         assert task.num_classes == PRESETS[name].num_classes
@@ -28,18 +28,20 @@ def test_every_preset_loads_its_real_splits(fsc_dir, name):
 
 def test_sst2_test_set_and_seeds(fsc_dir):
     for seed in SPLIT_SEEDS:
-        train = load_split(TaskConfig(data_dir=str(fsc_dir), split_seed=seed), "train", 2)
+        train = load_split(
+            ClassificationTaskConfig(data_dir=str(fsc_dir), split_seed=seed), "train", 2
+        )
         assert len(train) == 32
-    test = load_split(TaskConfig(data_dir=str(fsc_dir)), "test", 2)
+    test = load_split(ClassificationTaskConfig(data_dir=str(fsc_dir)), "test", 2)
     assert len(test) == 1821 and test.texts[0]
 
 
 def test_preset_templates_per_kind(fsc_dir):
-    cfg = TaskConfig(dataset="agnews", data_dir=str(fsc_dir))
+    cfg = ClassificationTaskConfig(dataset="agnews", data_dir=str(fsc_dir))
     assert resolve_task(cfg, "masked").template == "{mask} {prompt} {x}"
     assert resolve_task(cfg, "masked").verbalizers == ["World", "Sports", "Business", "Tech"]
     assert resolve_task(cfg, "causal").verbalizers == [" World", " Sports", " Business", " Tech"]
-    assert resolve_task(TaskConfig(), "masked").template == "{x} {prompt} {mask} ."
+    assert resolve_task(ClassificationTaskConfig(), "masked").template == "{x} {prompt} {mask} ."
 
 
 def write(path, text):
@@ -64,7 +66,7 @@ def test_user_files(tmp_path, name, content):
 def test_user_folder_with_custom_columns(tmp_path):
     for s in ("train", "dev", "test"):
         write(tmp_path / f"{s}.csv", "review,stars\nnice,1\nawful,0\n")
-    cfg = TaskConfig(
+    cfg = ClassificationTaskConfig(
         dataset=str(tmp_path),
         split_seed=None,
         text_column="review",
@@ -79,7 +81,7 @@ def test_hf_datasets_path_with_a_local_builder(tmp_path):
     # The hub is unreachable here, so this exercises the real `datasets.load_dataset` code through
     # the 'hf:' path with a local JSON builder; a hub name takes the same function.
     path = write(tmp_path / "train.jsonl", json.dumps({"sentence": "fine", "label": 1}) + "\n")
-    cfg = TaskConfig(
+    cfg = ClassificationTaskConfig(
         dataset="hf:json", hf_data_files={"train": str(path)}, verbalizers=[" no", " yes"]
     )
     split = load_split(cfg, "train", 2)
@@ -115,12 +117,12 @@ def test_bad_rows_name_file_and_line(tmp_path, name, content, message):
 
 def test_missing_data_messages(tmp_path, fsc_dir):
     with pytest.raises(DataError, match="set task.data_dir"):
-        load_split(TaskConfig(data_dir=str(tmp_path)), "train", 2)
+        load_split(ClassificationTaskConfig(data_dir=str(tmp_path)), "train", 2)
     with pytest.raises(DataError, match="task.split_seed must be one of .*16-42"):
-        load_split(TaskConfig(data_dir=str(fsc_dir), split_seed="16-1"), "train", 2)
+        load_split(ClassificationTaskConfig(data_dir=str(fsc_dir), split_seed="16-1"), "train", 2)
     with pytest.raises(ConfigError, match="neither a preset"):
-        load_split(TaskConfig(dataset=str(tmp_path / "nowhere")), "train", 2)
+        load_split(ClassificationTaskConfig(dataset=str(tmp_path / "nowhere")), "train", 2)
     with pytest.raises(ConfigError, match="task.verbalizers must be set"):
-        resolve_task(TaskConfig(dataset=str(tmp_path)), "causal")
+        resolve_task(ClassificationTaskConfig(dataset=str(tmp_path)), "causal")
     with pytest.raises(DataError, match="no test.tsv"):
-        load_split(TaskConfig(dataset="yelp-2", data_dir=str(fsc_dir)), "test", 2)
+        load_split(ClassificationTaskConfig(dataset="yelp-2", data_dir=str(fsc_dir)), "test", 2)

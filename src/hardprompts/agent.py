@@ -1,14 +1,14 @@
 """The prompt-writing agent of StablePrompt (Kwon et al., EMNLP 2024; METHODS.md section 7).
 
 An agent LLM reads a *meta-prompt* holding k input-output demonstrations from the training split
-(the output of a demonstration is its label word) and writes the instruction that would produce
+(drawn by the task, :meth:`hardprompts.tasks.PromptTask.demonstrations`; for classification the
+output is the label word) and writes the instruction that would produce
 them. The text it writes, cut at a stop sequence, is the prompt the target is scored with.
 
 What this module holds, top to bottom:
 
 * :class:`AgentConfig`: the config fields shared by the agent-based algorithms (``appo`` and
   ``search``), each documented with the source of its default;
-* :func:`sample_demos`: k demonstrations drawn from the training split with a ``torch.Generator``;
 * :class:`PromptPool`: the k best distinct prompts by training reward (the dev candidates);
 * :class:`PromptAgent`: the agent LM. Frozen (``search``), or with two LoRA adapters on the same
   base model (``appo``): ``"policy"`` (trainable) and ``"anchor"`` (an explicit snapshot of the
@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 from hardprompts.config import AlgorithmConfig
 from hardprompts.errors import ConfigError
-from hardprompts.tasks import Split
 
 __all__ = [
     "ANCHOR",
@@ -38,7 +37,6 @@ __all__ = [
     "PromptAgent",
     "PromptPool",
     "Rollout",
-    "sample_demos",
 ]
 
 POLICY = "policy"
@@ -179,22 +177,6 @@ class AgentConfig(AlgorithmConfig):
         return value
 
 
-def sample_demos(
-    split: Split, verbalizers: Sequence[str], k: int, generator: torch.Generator
-) -> list[tuple[str, str]]:
-    """k distinct (input, label word) pairs drawn uniformly from ``split``.
-
-    The label word is the verbalizer without its leading space (" great" -> "great").
-    """
-    if k > len(split):
-        raise ConfigError(
-            f"algorithm.num_demos is {k} but the train split has only {len(split)} examples; "
-            "lower algorithm.num_demos"
-        )
-    idx = torch.randperm(len(split), generator=generator)[:k].tolist()
-    return [(split.texts[i], verbalizers[split.labels[i]].strip()) for i in idx]
-
-
 class PromptPool:
     """The ``k`` best distinct prompts by training reward, best first (ties: the earlier step).
 
@@ -206,7 +188,8 @@ class PromptPool:
         self.k = k
         self.entries: list[dict[str, Any]] = []
 
-    def add(self, prompt: str, reward: float, accuracy: float, step: int) -> None:
+    def add(self, prompt: str, reward: float, accuracy: float | None, step: int) -> None:
+        """Offer a scored prompt (``accuracy``: its train accuracy where the task has one)."""
         for entry in self.entries:
             if entry["prompt"] == prompt:
                 if reward > entry["reward"]:
@@ -306,7 +289,7 @@ class PromptAgent:
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
         self.eos_ids = {int(i) for i in eos if i is not None}
-        from hardprompts.targets.hf import model_max_length
+        from hardprompts.modeling import model_max_length
 
         self.max_length = model_max_length(model, tokenizer)
         self.trainable = lora is not None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from functools import wraps
 from pathlib import Path
 from typing import Annotated
@@ -74,12 +73,12 @@ def eval_cmd(
     ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Score prompts (or the bare template) on a split: accuracy, per-class accuracy, gap reward."""
+    """Score prompts (or the bare template) on a split with the task's metrics (classification:
+    accuracy, per-class accuracy, gap reward)."""
     from hardprompts.checkpoint import atomic_write_json
     from hardprompts.errors import ConfigError
-    from hardprompts.metrics import prompt_scores
     from hardprompts.progress import CountProgress
-    from hardprompts.targets import build_target
+    from hardprompts.tasks import build_task
 
     cfg = _load(config, set_)
     prompts = list(prompt or [])
@@ -93,41 +92,47 @@ def eval_cmd(
         ]
     if not prompts:
         prompts = [""]  # the bare template
-    target, task = build_target(cfg.target, cfg.task)
-    data = task.split(split)
-    with CountProgress(len(prompts) * len(data), f"scoring {split}", enabled=not as_json) as bar:
-        t0 = time.perf_counter()
-        logits = target.score(prompts, data.texts, progress=bar.advance)
-        scores = prompt_scores(prompts, logits, data.labels, time.perf_counter() - t0)
+    task = build_task(cfg)
+    n = task.num_inputs(split)
+    with CountProgress(len(prompts) * n, f"scoring {split}", enabled=not as_json) as bar:
+        results = task.evaluate(prompts, split, progress=bar.advance)
+    described = task.describe(split)
     report = {
         "dataset": cfg.task.dataset,
         "split": split,
-        "source": data.source,
+        "source": described.pop("source"),
         "target": cfg.target.model,
-        "template": task.template,
-        "verbalizers": task.verbalizers,
-        "results": [s.to_dict() for s in scores],
+        **described,
+        "results": [r.to_dict() for r in results],
     }
     if output is not None:
         atomic_write_json(output, report)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    table = Table(title=f"{cfg.task.dataset} {split} ({len(data)} examples) on {cfg.target.model}")
-    for col in ("prompt", "accuracy", "per-class accuracy", "mean gap reward", "seconds"):
-        table.add_column(col, justify="left" if col == "prompt" else "right")
-    for s in scores:
+    table = Table(title=f"{cfg.task.dataset} {split} ({n} examples) on {cfg.target.model}")
+    columns = [k for k in results[0].metrics if k != "n"]
+    table.add_column("prompt", justify="left")
+    for col in columns:
+        table.add_column(col.replace("_", " ").replace("per class", "per-class"), justify="right")
+    for r in results:
         table.add_row(
-            repr(s.prompt) if s.prompt else "(bare template)",
-            f"{s.accuracy:.4f}",
-            " ".join(f"{v:.3f}" for v in s.per_class_accuracy),
-            f"{s.mean_gap_reward:.2f}",
-            f"{s.seconds:.2f}",
+            repr(r.prompt) if r.prompt else "(bare template)",
+            *(_cell(r.metrics[col]) for col in columns),
         )
     out.print(table)
-    out.print(f"template {task.template!r}, verbalizers {task.verbalizers}")
+    out.print(", ".join(f"{k} {v!r}" for k, v in described.items()))
     if output is not None:
         out.print(f"wrote {output}")
+
+
+def _cell(value) -> str:
+    """A metric in the eval table: floats to 4 places, lists of floats to 3."""
+    if isinstance(value, list):
+        return " ".join(f"{v:.3f}" for v in value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
 
 
 @app.command("tune")

@@ -4,14 +4,17 @@ One :class:`Config` holds a section per layer (task, target, policy, algorithm, 
 field's description says what it does and where its default comes from; these descriptions are
 the configuration reference (``hardprompts config --help`` and the README print them).
 
-The ``algorithm`` section is polymorphic: ``algorithm.name`` picks a config class registered by
-the algorithm's own module (see :func:`register_algorithm`), so adding an algorithm never edits
-this file.
+Two sections are polymorphic: ``algorithm.name`` picks a config class registered by the
+algorithm's own module (:func:`register_algorithm`), and ``task.kind`` picks a task family's config
+class (:func:`register_task_config`; default ``classification``, defined here). This module imports
+no layer above it: a built-in algorithm or task family is found through :data:`BUILTIN_PLUGINS`, a
+table of module *names* imported on first use, the way entry points work.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -31,7 +34,9 @@ from pydantic import (
 from hardprompts.errors import ConfigError
 
 __all__ = [
+    "BUILTIN_PLUGINS",
     "AlgorithmConfig",
+    "ClassificationTaskConfig",
     "Config",
     "PolicyConfig",
     "TargetConfig",
@@ -41,6 +46,9 @@ __all__ = [
     "apply_overrides",
     "load_config",
     "register_algorithm",
+    "register_task_config",
+    "task_config_class",
+    "task_kinds",
 ]
 
 
@@ -51,8 +59,17 @@ class Section(BaseModel):
 
 
 class TaskConfig(Section):
-    """What to solve: the dataset, how an input and a prompt become the target's text, label words."""
+    """Base of the task sections: the fields every task family shares; ``kind`` selects the family.
 
+    A family (see :mod:`hardprompts.tasks`) subclasses this with its own fields and registers the
+    subclass with :func:`register_task_config`.
+    """
+
+    kind: str = Field(
+        "classification",
+        description="Task family: classification (label words scored by the target; both RL "
+        "papers' few-shot setting). Other families register their own kind.",
+    )
     dataset: str = Field(
         "sst-2",
         description=(
@@ -84,13 +101,6 @@ class TaskConfig(Section):
             "template for the target kind ('{x} {prompt} {mask} .' masked, '{x} {prompt}' causal)."
         ),
     )
-    verbalizers: list[str] | None = Field(
-        None,
-        description=(
-            "One label word per class, in label order; each must be a single token of the "
-            "target's tokenizer (leading spaces matter). Unset: the preset's words."
-        ),
-    )
     text_column: str | None = Field(
         None, description="Input text column of user files. Unset: 'sentence', else 'text'."
     )
@@ -114,6 +124,21 @@ class TaskConfig(Section):
         if value is not None and "{x}" not in value:
             raise ValueError("the template must contain {x} (where the input goes)")
         return value
+
+
+class ClassificationTaskConfig(TaskConfig):
+    """Few-shot classification: the target scores one label word (verbalizer) per class."""
+
+    kind: Literal["classification"] = Field(
+        "classification", description="Few-shot text classification (RLPrompt, PIN, PEZ)."
+    )
+    verbalizers: list[str] | None = Field(
+        None,
+        description=(
+            "One label word per class, in label order; each must be a single token of the "
+            "target's tokenizer (leading spaces matter). Unset: the preset's words."
+        ),
+    )
 
     @field_validator("verbalizers")
     @classmethod
@@ -222,8 +247,26 @@ class TrainConfig(Section):
     )
 
 
+#: Built-in plugins: section -> {name: the module that registers it}. Only module *names* are
+#: listed, imported when a config first asks for that name, so this module never imports a layer
+#: above it. A new built-in algorithm or task family adds one line here; a third-party one
+#: registers itself by being imported before its config is loaded.
+BUILTIN_PLUGINS: dict[str, dict[str, str]] = {
+    "algorithm": {
+        "rlprompt": "hardprompts.algorithms.soft_q",
+        "pin": "hardprompts.algorithms.soft_q",
+        "pez": "hardprompts.algorithms.pez",
+        "softprompt": "hardprompts.algorithms.softprompt",
+        "appo": "hardprompts.algorithms.appo",
+        "search": "hardprompts.algorithms.search",
+    },
+    "task": {},  # classification is defined in this module
+}
+
 _ALGORITHMS: dict[str, type[AlgorithmConfig]] = {}
+_TASKS: dict[str, type[TaskConfig]] = {"classification": ClassificationTaskConfig}
 A = TypeVar("A", bound=type[AlgorithmConfig])
+T = TypeVar("T", bound=type[TaskConfig])
 
 
 def register_algorithm(name: str) -> Callable[[A], A]:
@@ -236,32 +279,69 @@ def register_algorithm(name: str) -> Callable[[A], A]:
     return decorate
 
 
+def register_task_config(kind: str) -> Callable[[T], T]:
+    """Class decorator: make ``task.kind: <kind>`` validate with the decorated config class."""
+
+    def decorate(cls: T) -> T:
+        _TASKS[kind] = cls
+        return cls
+
+    return decorate
+
+
+def _registry(section: str) -> dict[str, Any]:
+    return _ALGORITHMS if section == "algorithm" else _TASKS
+
+
+def _lookup(section: str, name: Any) -> Any | None:
+    """The config class registered for ``name`` in ``section``, importing its built-in module."""
+    registry = _registry(section)
+    if name not in registry and isinstance(name, str) and name in BUILTIN_PLUGINS[section]:
+        importlib.import_module(BUILTIN_PLUGINS[section][name])
+    return registry.get(name)
+
+
+def _names(section: str) -> list[str]:
+    for module in sorted(set(BUILTIN_PLUGINS[section].values())):
+        importlib.import_module(module)
+    return sorted(_registry(section))
+
+
 def algorithm_names() -> list[str]:
     """Names accepted by ``algorithm.name``."""
-    _import_algorithms()
-    return sorted(_ALGORITHMS)
+    return _names("algorithm")
 
 
 def algorithm_config_class(name: str) -> type[AlgorithmConfig]:
     """The config class registered for ``algorithm.name: <name>``."""
-    _import_algorithms()
-    if name not in _ALGORITHMS:
+    cls = _lookup("algorithm", name)
+    if cls is None:
         raise ConfigError(
-            f"unknown algorithm name {name!r}; valid names: {', '.join(sorted(_ALGORITHMS))}"
+            f"unknown algorithm name {name!r}; valid names: {', '.join(algorithm_names())}"
         )
-    return _ALGORITHMS[name]
+    return cls
 
 
-def _import_algorithms() -> None:
-    # Algorithm modules register their config classes on import.
-    import hardprompts.algorithms  # noqa: F401
+def task_kinds() -> list[str]:
+    """Names accepted by ``task.kind``."""
+    return _names("task")
+
+
+def task_config_class(kind: str) -> type[TaskConfig]:
+    """The config class registered for ``task.kind: <kind>``."""
+    cls = _lookup("task", kind)
+    if cls is None:
+        raise ConfigError(f"unknown task kind {kind!r}; valid kinds: {', '.join(task_kinds())}")
+    return cls
 
 
 class Config(Section):
     """A whole run: one section per layer, plus where to write."""
 
-    task: TaskConfig = Field(
-        default_factory=TaskConfig, description="The dataset and how it is shown."
+    task: SerializeAsAny[TaskConfig] = Field(
+        default_factory=ClassificationTaskConfig,
+        description="The task: its data, how a prompt is applied, how it is scored; task.kind "
+        "picks the family (default classification).",
     )
     target: TargetConfig = Field(
         default_factory=TargetConfig, description="The frozen LM being prompted."
@@ -280,12 +360,25 @@ class Config(Section):
             return value
         if not isinstance(value, Mapping):
             raise ValueError("algorithm must be a mapping with a 'name' key")
-        _import_algorithms()
         name = value.get("name")
-        if name not in _ALGORITHMS:
-            valid = ", ".join(sorted(_ALGORITHMS)) or "(none registered)"
+        cls = _lookup("algorithm", name)
+        if cls is None:
+            valid = ", ".join(algorithm_names()) or "(none registered)"
             raise ValueError(f"unknown algorithm name {name!r}; valid names: {valid}")
-        return _ALGORITHMS[name].model_validate(dict(value))
+        return cls.model_validate(dict(value))
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _pick_task(cls, value: Any) -> Any:
+        if isinstance(value, TaskConfig):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError("task must be a mapping of fields")
+        kind = value.get("kind", "classification")
+        task_cls = _lookup("task", kind)
+        if task_cls is None:
+            raise ValueError(f"unknown task kind {kind!r}; valid kinds: {', '.join(task_kinds())}")
+        return task_cls.model_validate(dict(value))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field (the merged config saved with each run)."""
@@ -324,13 +417,12 @@ def _section_fields(path: tuple[Any, ...], data: Mapping[str, Any]) -> list[str]
     """The valid field names of the section at ``path`` (for 'did you mean' hints)."""
     model: type[BaseModel] = Config
     for part in path[:-1]:
-        if part == "algorithm":
-            name = (
-                data.get("algorithm", {}).get("name")
-                if isinstance(data.get("algorithm"), Mapping)
-                else None
-            )
-            model = _ALGORITHMS.get(name, AlgorithmConfig)
+        if model is Config and part in ("algorithm", "task"):  # the polymorphic sections
+            section = data.get(part) if isinstance(data.get(part), Mapping) else {}
+            if part == "algorithm":
+                model = _ALGORITHMS.get(section.get("name"), AlgorithmConfig)
+            else:
+                model = _TASKS.get(section.get("kind", "classification"), TaskConfig)
             continue
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
@@ -410,14 +502,17 @@ def describe_fields(
     for name, field in model.model_fields.items():
         ann = field.annotation
         dotted = f"{prefix}{name}"
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            rows.extend(describe_fields(ann, dotted + "."))
-            continue
         default = (
             field.get_default(call_default_factory=True)
             if not field.is_required()
             else "(required)"
         )
+        if isinstance(default, BaseModel):  # a section: its default's class (task: classification)
+            rows.extend(describe_fields(type(default), dotted + "."))
+            continue
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(describe_fields(ann, dotted + "."))
+            continue
         rows.append(
             (
                 dotted,

@@ -69,22 +69,20 @@ def dataset_label(config: Config) -> str:
 
 def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune, then score the manual prompt on test and draw the curves; returns the extended result."""
-    from hardprompts.metrics import prompt_scores
     from hardprompts.plots import plot_training_curves
     from hardprompts.training import run_with_context
 
     result, ctx = run_with_context(config, resume=resume)
     out_dir = Path(config.out_dir)
     if result["test_accuracy"] is not None:  # the loop already scored the tuned prompt on test
-        split, tuned_accuracy = ctx.task.split("test"), result["test_accuracy"]
+        split, tuned_accuracy = "test", result["test_accuracy"]
     else:  # a dataset without a test split (yelp-2): compare on dev, and say so
-        split, tuned_accuracy = ctx.dev, result["dev_accuracy"]
-    logits = ctx.target.score([MANUAL_PROMPT], split.texts)
-    manual = prompt_scores([MANUAL_PROMPT], logits, split.labels, 0.0)[0]
+        split, tuned_accuracy = "dev", result["dev_accuracy"]
+    manual = ctx.task.evaluate([MANUAL_PROMPT], split)[0]
     result.update(
         manual_prompt=MANUAL_PROMPT,
-        manual_accuracy=manual.accuracy,
-        compared_on=split.name,
+        manual_accuracy=manual.metrics["accuracy"],
+        compared_on=split,
         tuned_accuracy=tuned_accuracy,
         curves_png=str(out_dir / "curves.png"),
     )

@@ -130,7 +130,7 @@ def reference_topk_mask(
         if ref_tokenizer.bos_token_id is not None
         else ref_tokenizer.eos_token_id
     )
-    from hardprompts.targets.hf import model_max_length
+    from hardprompts.modeling import model_max_length
 
     device = next(model.parameters()).device
     longest = model_max_length(model, ref_tokenizer) - 1  # room for BOS

@@ -1,4 +1,4 @@
-"""Scores of prompts: accuracy, RLPrompt's gap reward, and prompt perplexity.
+"""Scores of prompts: accuracy, RLPrompt's gap reward, StablePrompt's reward, prompt perplexity.
 
 All functions are pure (tensors in, tensors out) apart from :func:`prompt_perplexity`, which runs
 a reference LM.
@@ -53,6 +53,26 @@ def gap_reward(
     g = gap(logits, labels)
     r = g * torch.where(g > 0, correct_coef, incorrect_coef)  # r(x) = gap · λ₂ or λ₁
     return r.mean(-1)
+
+
+def stableprompt_reward(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    accuracy_weight: float = 30.0,
+    margin_weight: float = 0.01,
+) -> torch.Tensor:
+    """StablePrompt's reward of each prompt. logits [..., N, C] label-word logits, labels [N] -> [...].
+
+    R = 30 · acc + 0.01 · mean_x (ℓ_c(x) − max_{c' ≠ c} ℓ_{c'}(x)), both terms on the C label-word
+    logits ℓ (the released code indexed the wrong vocabulary rows for the margin). The other
+    classes are excluded by index, so ties are handled.
+    """
+    logits = logits.float()
+    index = labels.expand(logits.shape[:-1]).unsqueeze(-1)  # [..., N, 1]
+    correct = logits.gather(-1, index).squeeze(-1)  # ℓ_c, [..., N]
+    best_other = logits.scatter(-1, index, float("-inf")).max(-1).values  # max_{c'≠c} ℓ_c'
+    acc = (logits.argmax(-1) == labels).float().mean(-1)
+    return accuracy_weight * acc + margin_weight * (correct - best_other).mean(-1)  # R(z)
 
 
 @dataclass

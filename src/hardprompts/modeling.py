@@ -133,3 +133,31 @@ def load_lm(
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+# Model families whose position ids start after the padding index (RoBERTa's offset of pad_id + 1).
+_OFFSET_POSITIONS = {
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "longformer",
+    "data2vec-text",
+}
+
+
+def model_max_length(model, tokenizer) -> int:
+    """The longest token sequence the model accepts (tokenizer limit and position table)."""
+    limits = []
+    tml = getattr(tokenizer, "model_max_length", None)
+    if tml and tml < 1_000_000:
+        limits.append(int(tml))
+    cfg = model.config
+    n = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    if n:
+        if cfg.model_type in _OFFSET_POSITIONS:
+            n -= (cfg.pad_token_id or 0) + 1
+        limits.append(int(n))
+    if not limits:
+        raise ValueError("cannot find the model's maximum length; set target.max_length")
+    return min(limits)

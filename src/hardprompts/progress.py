@@ -18,12 +18,19 @@ console = Console(stderr=True)
 
 
 class TrainProgress:
-    """Step bar showing mean reward, best dev accuracy so far and steps per second."""
+    """Step bar showing mean reward, the best dev score so far and steps per second."""
 
     def __init__(
-        self, total: int, start: int, *, enabled: bool = True, label: str = "train"
+        self,
+        total: int,
+        start: int,
+        *,
+        enabled: bool = True,
+        label: str = "train",
+        score_name: str = "accuracy",
     ) -> None:
         self.enabled = enabled
+        self.score_label = "acc" if score_name == "accuracy" else score_name
         self.progress = Progress(
             TextColumn(f"[bold]{label}"),
             BarColumn(),
@@ -51,7 +58,7 @@ class TrainProgress:
                 info.append(f"reward {values[key]:.2f}")
                 break
         if best is not None:
-            info.append(f"best dev acc {best['accuracy']:.3f}")
+            info.append(f"best dev {self.score_label} {best['score']:.3f}")
         elapsed = self.progress.tasks[0].elapsed or 0.0
         if elapsed > 0:
             info.append(f"{(step - self.start) / elapsed:.2f} steps/s")

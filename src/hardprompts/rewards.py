@@ -1,19 +1,24 @@
-"""RLPrompt's training reward (METHODS.md §2), with the optional perplexity term (§6).
+"""The shared, task-independent part of the RL training reward: METHODS.md §2 and §6.
 
-For a prompt z and the training split {(x, c)}:
+A task (:mod:`hardprompts.tasks`) gives the raw reward R_task(z) of each prompt (classification:
+RLPrompt's gap reward below); from there on every task is treated alike:
 
-    gap(x)   = p(c | x, z) − max_{c' ≠ c} p(c' | x, z)            (over the C verbalizers)
+    gap(x)   = p(c | x, z) − max_{c' ≠ c} p(c' | x, z)            (classification, over the C verbalizers)
     r(x)     = gap(x) · (λ₂ = 200 if gap(x) > 0 else λ₁ = 180)
     R_task   = mean_x r(x)
     R_total  = R_task − α_ppl · log PPL(z)                        (§6; α_ppl = 0: off)
-    R̃        = (R_total − mean_P R_total) / (std_P R_total + 1e-4)  (over the P prompts of a step)
+    R̃        = (R_total − mean_P R_total) / (std_P R_total + 1e-4)  (over the P prompts of a step,
+                                                                   or within the task's groups)
     r_final  = 5 · R̃                                              (the reward the loss sees)
 
 The functions below compute one line each and are pure. :class:`TrainingReward` owns what is not
-pure: it calls the target on the training split, runs the reference LM for the perplexity, and
-caches both per prompt string, so a prompt sampled again is not scored again. The cache is part
-of the checkpoint: a resumed run then asks the target for exactly the prompts an uninterrupted
-run asks for, in the same batches, and gets bit-identical rewards.
+pure: it asks the task for R_task, runs the reference LM for the perplexity, and — when the task
+says its rewards depend on the prompt alone — caches both per prompt string, so a prompt sampled
+again is not scored again. The cache is part of the checkpoint: a resumed run then asks the task
+for exactly the prompts an uninterrupted run asks for, in the same batches, and gets
+bit-identical rewards. A task whose rewards are sampled (style transfer) is asked for every
+prompt every time, and may return groups: the z-score then runs within each group (per input,
+METHODS.md §9).
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ import torch
 from torch import Tensor
 
 from hardprompts.metrics import gap_reward
-from hardprompts.targets import Target
-from hardprompts.tasks import Split
+from hardprompts.tasks import PromptTask, RewardSpec, RLPromptReward
 
 __all__ = [
     "RewardBatch",
@@ -76,20 +80,31 @@ def perplexity_regularised(task: Tensor, log_perplexity: Tensor | None, weight: 
     return task - weight * log_perplexity  # R_total = R_task − α · log PPL(z)
 
 
-def zscore(reward: Tensor, eps: float = 1e-4) -> Tensor:
+def zscore(reward: Tensor, eps: float = 1e-4, groups: Tensor | None = None) -> Tensor:
     """R̃ = (R − mean) / (std + 1e-4) over the P prompts of one step. [P] → [P].
 
     The standard deviation is the population one (divide by P), as ``np.std`` in RLPrompt's
-    reward; equal rewards give R̃ = 0.
+    reward; equal rewards give R̃ = 0. With ``groups`` ([P] ids), each group of prompts is
+    z-scored on its own (RLPrompt's style transfer: per input); a group of one gets 0.
     """
+    if groups is not None:
+        out = torch.empty_like(reward)
+        for g in groups.unique():
+            sel = groups == g
+            out[sel] = zscore(reward[sel], eps)
+        return out
     mean = reward.mean()
     std = reward.std(correction=0)
     return (reward - mean) / (std + eps)  # R̃ = (R − mean) / (std + 1e-4)
 
 
-def shaped_reward(total: Tensor, *, normalise: bool = True, scale: float = 5.0) -> Tensor:
-    """The reward the loss sees: r_final = scale · zscore(R_total) (RLPrompt: 5 · R̃). [P] → [P]."""
-    r = zscore(total) if normalise else total
+def shaped_reward(
+    total: Tensor, *, normalise: bool = True, scale: float = 5.0, groups: Tensor | None = None
+) -> Tensor:
+    """The reward the loss sees: r_final = scale · zscore(R_total) (RLPrompt: 5 · R̃). [P] → [P].
+
+    ``groups``: z-score within each group of prompts (see :func:`zscore`)."""
+    r = zscore(total, groups=groups) if normalise else total
     return scale * r  # r_final = 5 · R̃
 
 
@@ -135,11 +150,14 @@ class RewardBatch(NamedTuple):
     """Rewards of the P prompts of one step; every field is [P] float32 on the CPU.
 
     Attributes:
-        task: R_task, the mean gap reward on the training split.
+        task: R_task, the task's raw reward (classification: the mean gap reward on train).
         log_perplexity: log PPL(z) under the reference LM; None when the weight is 0.
         total: R_total = R_task − α · log PPL(z) (= task when the weight is 0).
-        shaped: r_final, z-scored over the P prompts and scaled: what the loss receives.
-        scored: how many distinct prompts the target scored this step (cache misses).
+        shaped: r_final, z-scored over the P prompts (or within ``group``) and scaled: what the
+            loss receives.
+        scored: how many prompts the task scored this step (cache misses).
+        group: the task's z-score groups, or None.
+        metrics: the task's per-prompt scalars (only from tasks whose rewards are not cached).
     """
 
     task: Tensor
@@ -147,29 +165,29 @@ class RewardBatch(NamedTuple):
     total: Tensor
     shaped: Tensor
     scored: int
+    group: Tensor | None = None
+    metrics: dict[str, Tensor] = {}
 
 
 class TrainingReward:
-    """Scores prompts on the training split with the target; caches the raw scores per prompt.
+    """Asks the task for the raw reward of prompts; adds the perplexity term, z-score and shaping.
 
     Args:
-        target: the frozen LM being prompted (any :class:`~hardprompts.targets.Target`).
-        train: the training split; every example is scored for every prompt.
-        correct_coef, incorrect_coef: λ₂ and λ₁ of the gap reward.
-        normalise: z-score over the step's prompts.
+        task: any :class:`~hardprompts.tasks.PromptTask`.
+        reward: which paper's task reward to ask for (default RLPrompt's, λ₂ = 200, λ₁ = 180).
+        normalise: z-score over the step's prompts (within the task's groups, if it gives any).
         scale: the shaping factor after the z-score.
         perplexity_weight: α of METHODS.md §6 (0 = off).
         reference: (causal LM, tokenizer) for log PPL; needed when ``perplexity_weight`` > 0.
-        cache: remember the scores of every prompt already seen (keyed by the exact string).
+        cache: remember the scores of every prompt already seen (keyed by the exact string);
+            only where ``task.deterministic_rewards`` (a prompt's reward is a function of it).
     """
 
     def __init__(
         self,
-        target: Target,
-        train: Split,
+        task: PromptTask,
+        reward: RewardSpec | None = None,
         *,
-        correct_coef: float = 200.0,
-        incorrect_coef: float = 180.0,
         normalise: bool = True,
         scale: float = 5.0,
         perplexity_weight: float = 0.0,
@@ -178,36 +196,37 @@ class TrainingReward:
     ) -> None:
         if perplexity_weight != 0.0 and reference is None:
             raise ValueError("perplexity_weight > 0 needs a reference (model, tokenizer)")
-        self.target = target
-        self.texts = list(train.texts)
-        self.labels = torch.tensor(list(train.labels))
-        self.correct_coef = correct_coef
-        self.incorrect_coef = incorrect_coef
+        self.task = task
+        self.reward = reward if reward is not None else RLPromptReward()
         self.normalise = normalise
         self.scale = scale
         self.perplexity_weight = perplexity_weight
         self.reference = reference if perplexity_weight != 0.0 else None
-        self.use_cache = cache
+        self.use_cache = cache and task.deterministic_rewards
         # prompt → (R_task, log PPL or nan)
         self.cache: dict[str, tuple[float, float]] = {}
 
+    def _log_ppl(self, prompts: list[str]) -> list[float]:
+        if self.reference is None:
+            return [float("nan")] * len(prompts)
+        return prompt_log_perplexity(prompts, *self.reference).tolist()
+
     def _score(self, prompts: list[str]) -> dict[str, tuple[float, float]]:
-        """Raw scores of distinct prompts: the target on the training split, then the reference LM."""
-        logits = self.target.score(prompts, self.texts)  # [P, N, C]
-        task = task_reward(
-            logits,
-            self.labels,
-            correct_coef=self.correct_coef,
-            incorrect_coef=self.incorrect_coef,
-        )
-        if self.reference is not None:
-            log_ppl = prompt_log_perplexity(prompts, *self.reference).tolist()
-        else:
-            log_ppl = [float("nan")] * len(prompts)
-        return {p: (float(t), lp) for p, t, lp in zip(prompts, task.tolist(), log_ppl, strict=True)}
+        """Raw scores of distinct prompts: the task on its training inputs, then the reference LM."""
+        raw = self.task.train_rewards(prompts, self.reward)
+        if raw.group is not None:
+            raise ValueError(
+                f"task {self.task.kind!r} groups its rewards but declares them deterministic; "
+                "grouped (per-input) rewards need deterministic_rewards = False"
+            )
+        task = raw.reward.tolist()
+        log_ppl = self._log_ppl(prompts)
+        return {p: (float(t), lp) for p, t, lp in zip(prompts, task, log_ppl, strict=True)}
 
     def __call__(self, prompts: Sequence[str]) -> RewardBatch:
         """Rewards of the P prompts sampled in one training step."""
+        if not self.task.deterministic_rewards:
+            return self._uncached(list(prompts))
         known = self.cache if self.use_cache else {}
         new = [p for p in dict.fromkeys(prompts) if p not in known]  # distinct, unseen
         fresh = self._score(new) if new else {}
@@ -223,6 +242,20 @@ class TrainingReward:
         total = perplexity_regularised(task, log_ppl, self.perplexity_weight)
         shaped = shaped_reward(total, normalise=self.normalise, scale=self.scale)
         return RewardBatch(task, log_ppl, total, shaped, len(new))
+
+    def _uncached(self, prompts: list[str]) -> RewardBatch:
+        """A task with sampled rewards: every prompt scored, z-scored within the task's groups."""
+        raw = self.task.train_rewards(prompts, self.reward)
+        task = raw.reward.detach().float().cpu()
+        log_ppl = (
+            torch.tensor(self._log_ppl(prompts), dtype=torch.float32)
+            if self.reference is not None
+            else None
+        )
+        total = perplexity_regularised(task, log_ppl, self.perplexity_weight)
+        group = None if raw.group is None else raw.group.cpu()
+        shaped = shaped_reward(total, normalise=self.normalise, scale=self.scale, groups=group)
+        return RewardBatch(task, log_ppl, total, shaped, len(prompts), group, dict(raw.metrics))
 
     def state_dict(self) -> dict[str, Any]:
         """The cache as a list of prompts and two float64 tensors (for the checkpoint)."""

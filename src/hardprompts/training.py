@@ -1,14 +1,17 @@
 """The one training loop every optimiser runs in: evaluation, logging, checkpoints and resume.
 
-An algorithm fills in the maths (:class:`Algorithm`: ``step``, ``eval_prompts``, state); the loop
-owns everything else, once:
+An algorithm fills in the maths (:class:`~hardprompts.algorithms.base.Algorithm`: ``step``,
+``eval_prompts``, state); the task (:mod:`hardprompts.tasks`) evaluates prompts; the loop owns
+everything else, once:
 
 * seeding (one place, stored in every checkpoint with the RNG states);
-* dev evaluation every ``train.eval_every`` steps, keeping the best prompt **on dev only**;
+* dev evaluation (``task.evaluate``) every ``train.eval_every`` steps, keeping the prompt with
+  the best (score, tie-break) **on dev only**;
 * ``metrics.jsonl`` (one line per step) and TensorBoard events under fixed prefixes;
 * checkpoints every ``train.checkpoint_every`` steps (safetensors + JSON) and ``--resume``, which
   ends in the same ``result.json`` as an uninterrupted run;
-* the final ``result.json``: best prompt, its tokens, dev and test accuracy, prompt perplexity.
+* the final ``result.json``: best prompt, its tokens, the task's dev and test fields
+  (``task.report_fields``: accuracy for classification), prompt perplexity.
 """
 
 from __future__ import annotations
@@ -16,77 +19,20 @@ from __future__ import annotations
 import json
 import random
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hardprompts import __version__
+from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from hardprompts.config import Config
 from hardprompts.errors import ConfigError, DataError
-from hardprompts.metrics import PromptScore, prompt_perplexity, prompt_scores
-from hardprompts.targets import Target, build_target
-from hardprompts.tasks import Split, Task
+from hardprompts.metrics import prompt_perplexity
+from hardprompts.tasks import EvalResult, PromptTask, build_task
 
-
-@dataclass
-class RunContext:
-    """What an algorithm is built from: the config, the task and its data, and the target."""
-
-    config: Config
-    task: Task
-    target: Target
-    train: Split
-    dev: Split
-    out_dir: Path
-
-
-class Algorithm(ABC):
-    """A prompt optimiser. Subclasses implement the maths; :func:`run` owns the loop."""
-
-    #: name written to result.json
-    method: str = "algorithm"
-
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-
-    @abstractmethod
-    def step(self, step: int) -> dict[str, float]:
-        """One optimisation step; returns scalars to log (keys like ``losses/...``, ``charts/...``)."""
-
-    @abstractmethod
-    def eval_prompts(self) -> list[str]:
-        """Prompts to score on dev now (e.g. the greedy prompt of the current policy)."""
-
-    @abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume (tensors, numbers, strings; see :mod:`hardprompts.checkpoint`)."""
-
-    @abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-
-    def after_eval(self, step: int, scores: list[PromptScore]) -> dict[str, float]:
-        """Hook called after each dev evaluation (e.g. an anchor refresh); returns scalars to log."""
-        return {}
-
-    def prompt_tokens(self, prompt: str) -> list[str]:
-        """The prompt's tokens as the method sees them (default: the target's tokenizer)."""
-        tok = getattr(self.ctx.target, "tokenizer", None)
-        if tok is None:
-            return prompt.split()
-        return tok.convert_ids_to_tokens(tok(prompt.strip(), add_special_tokens=False)["input_ids"])
-
-    def perplexity_judge(self) -> tuple[Any, Any] | None:
-        """(causal LM, tokenizer) under which result.json reports prompt perplexity, or None."""
-        return None
-
-    def result_extras(self) -> dict[str, Any]:
-        """Extra fields for result.json."""
-        return {}
+__all__ = ["Algorithm", "RunContext", "run", "run_with_context", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -145,7 +91,7 @@ def run(config: Config, *, resume: bool = False, show_progress: bool = True) -> 
 def run_with_context(
     config: Config, *, resume: bool = False, show_progress: bool = True
 ) -> tuple[dict[str, Any], RunContext]:
-    """:func:`run`, also returning the run's context (its loaded target, task and splits)."""
+    """:func:`run`, also returning the run's context (its task, with the loaded target)."""
     if config.algorithm is None:
         from hardprompts.config import algorithm_names
 
@@ -176,14 +122,15 @@ def run_with_context(
     atomic_write_json(out_dir / "config.json", config.to_dict())
 
     seed_everything(config.train.seed)
-    target, task = build_target(config.target, config.task)
-    train, dev = task.split("train"), task.split("dev")
-    ctx = RunContext(config, task, target, train, dev, out_dir)
+    task = build_task(config)
+    task.num_inputs("train"), task.num_inputs("dev")  # read and check both splits up front
+    ctx = RunContext(config, task, out_dir)
     algo: Algorithm = config.algorithm.make(ctx)  # type: ignore[attr-defined]
 
     loop: dict[str, Any] = {"step": 0, "best": None, "wall_seconds": 0.0}
     if state is not None:
         algo.load_state_dict(state["algorithm"])
+        task.load_state_dict(state.get("task", {}))
         loop = {k: state["loop"][k] for k in ("step", "best", "wall_seconds")}
         _set_rng_state(state["loop"]["rng"])
         _truncate_metrics(out_dir / "metrics.jsonl", loop["step"])
@@ -193,37 +140,39 @@ def run_with_context(
     logger = _Logger(out_dir)
     steps = config.train.steps
     started = time.perf_counter() - loop["wall_seconds"]
-    dev_labels = dev.labels
+    score, tiebreak = task.score_name, task.tiebreak_name
 
     def checkpoint(step: int) -> None:
         loop_state = {**loop, "step": step, "wall_seconds": time.perf_counter() - started}
         loop_state.update(rng=_rng_state(), config=config.to_dict(), version=__version__)
-        save_checkpoint(ckpt_dir, {"loop": loop_state, "algorithm": algo.state_dict()})
+        save_checkpoint(
+            ckpt_dir,
+            {"loop": loop_state, "algorithm": algo.state_dict(), "task": task.state_dict()},
+        )
 
     from hardprompts.progress import TrainProgress
 
     try:
-        with TrainProgress(steps, loop["step"], enabled=show_progress, label=algo.method) as bar:
+        with TrainProgress(
+            steps, loop["step"], enabled=show_progress, label=algo.method, score_name=score
+        ) as bar:
             for step in range(loop["step"], steps):
                 t0 = time.perf_counter()
                 values = dict(algo.step(step))
                 done = step + 1
                 if done % config.train.eval_every == 0 or done == steps:
-                    prompts = algo.eval_prompts()
-                    t1 = time.perf_counter()
-                    logits = target.score(prompts, dev.texts)
-                    scores = prompt_scores(prompts, logits, dev_labels, time.perf_counter() - t1)
-                    top = max(scores, key=lambda s: (s.accuracy, s.mean_gap_reward))
-                    values["dev/accuracy"] = top.accuracy
-                    values["dev/gap_reward"] = top.mean_gap_reward
+                    results = task.evaluate(algo.eval_prompts(), "dev")
+                    top = max(results, key=lambda r: (r.score, r.tiebreak))
+                    values[f"dev/{score}"] = top.score
+                    values[f"dev/{tiebreak}"] = top.tiebreak
                     best = loop["best"]
-                    if best is None or (top.accuracy, top.mean_gap_reward) > (
-                        best["accuracy"],
-                        best["mean_gap_reward"],
+                    if best is None or (top.score, top.tiebreak) > (
+                        best["score"],
+                        best["tiebreak"],
                     ):
-                        loop["best"] = {**top.to_dict(), "step": done}
-                    values["dev/best_accuracy"] = loop["best"]["accuracy"]
-                    values.update(algo.after_eval(done, scores))
+                        loop["best"] = {**top.state(), "step": done}
+                    values[f"dev/best_{score}"] = loop["best"]["score"]
+                    values.update(algo.after_eval(done, results))
                 values["charts/step_seconds"] = time.perf_counter() - t0
                 logger.log(done, values)
                 bar.update(done, values, loop["best"])
@@ -233,35 +182,29 @@ def run_with_context(
     finally:
         logger.close()
 
-    result = _finish(config, algo, task, target, loop, time.perf_counter() - started)
+    result = _finish(config, algo, task, loop, time.perf_counter() - started)
     atomic_write_json(out_dir / "result.json", result)
     return result, ctx
 
 
 def _finish(
-    config: Config, algo: Algorithm, task: Task, target: Target, loop: dict, wall: float
+    config: Config, algo: Algorithm, task: PromptTask, loop: dict, wall: float
 ) -> dict[str, Any]:
     best = loop["best"]
     prompt = best["prompt"]
     try:
-        test = task.split("test")
-    except DataError:
+        test: EvalResult | None = task.evaluate([prompt], "test")[0]
+    except DataError:  # a dataset without a test split
         test = None
-    test_accuracy = None
-    if test is not None:
-        logits = target.score([prompt], test.texts)
-        test_accuracy = prompt_scores([prompt], logits, test.labels, 0.0)[0].accuracy
     judge = algo.perplexity_judge()
     ppl = prompt_perplexity([prompt], *judge)[0] if judge is not None else None
     return {
         "method": algo.method,
         "best_prompt": prompt,
         "tokens": algo.prompt_tokens(prompt),
-        "dev_accuracy": best["accuracy"],
-        "dev_gap_reward": best["mean_gap_reward"],
+        **task.report_fields("dev", EvalResult.from_state(best)),
         "best_step": best["step"],
-        "test_accuracy": test_accuracy,
-        "test_n": len(test) if test is not None else 0,
+        **task.report_fields("test", test),
         "prompt_perplexity": ppl,
         "steps": loop["step"],
         "wall_seconds": wall,

@@ -5,11 +5,13 @@ Language Models", EMNLP 2024; METHODS.md section 7. One training step:
 
 1. draw a meta-prompt of k demonstrations from the train split and let the policy (the agent
    with its "policy" LoRA adapter) sample 4 prompts from it;
-2. score every prompt on a batch of training examples with the target, template
-   ``{prompt} Input: {x} Output:``: R = 30 · accuracy + 0.01 · label-word logit margin;
+2. score every prompt on a batch of training examples through the task (classification, template
+   ``{prompt} Input: {x} Output:``: R = 30 · accuracy + 0.01 · label-word logit margin,
+   :func:`hardprompts.metrics.stableprompt_reward`);
 3. one PPO update (``ppo_epochs`` passes): token-level clipped ratio, clipped value loss, GAE,
    and a per-token KL penalty against the **anchor** adapter, not the initial model;
-4. every ``update_term`` epochs, compare the policy's and the anchor's greedy prompts on dev:
+4. every ``update_term`` epochs, compare the policy's and the anchor's greedy prompts on dev (the
+   task's dev score: accuracy for classification):
    policy better by more than ``anchor_threshold`` -> the anchor becomes an exact copy of the
    policy; worse by more than that -> the policy (value head and optimizer state too) rolls back
    to the anchor. The released code aliased the two models, so that neither the KL term nor the
@@ -30,10 +32,11 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from hardprompts.agent import ANCHOR, POLICY, AgentConfig, PromptAgent, PromptPool, sample_demos
+from hardprompts.agent import ANCHOR, POLICY, AgentConfig, PromptAgent, PromptPool
+from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.config import register_algorithm
-from hardprompts.metrics import accuracy
-from hardprompts.training import Algorithm, RunContext
+from hardprompts.metrics import stableprompt_reward
+from hardprompts.tasks import StablePromptReward
 
 __all__ = [
     "APPO",
@@ -46,7 +49,7 @@ __all__ = [
     "kl_penalized_rewards",
     "masked_mean",
     "ppo_update",
-    "stableprompt_reward",
+    "stableprompt_reward",  # re-exported from hardprompts.metrics, where the task layer reads it
     "whiten",
 ]
 
@@ -110,23 +113,6 @@ class APPOConfig(AgentConfig):
 
 
 # ---------------------------------------------------------------------------- pure functions
-
-
-def stableprompt_reward(
-    logits: Tensor, labels: Tensor, accuracy_weight: float = 30.0, margin_weight: float = 0.01
-) -> Tensor:
-    """StablePrompt's reward of each prompt. logits [..., N, C] label-word logits, labels [N] -> [...].
-
-    R = 30 · acc + 0.01 · mean_x (ℓ_c(x) − max_{c' ≠ c} ℓ_{c'}(x)), both terms on the C label-word
-    logits ℓ (the released code indexed the wrong vocabulary rows for the margin). The other
-    classes are excluded by index, so ties are handled.
-    """
-    logits = logits.float()
-    index = labels.expand(logits.shape[:-1]).unsqueeze(-1)  # [..., N, 1]
-    correct = logits.gather(-1, index).squeeze(-1)  # ℓ_c, [..., N]
-    best_other = logits.scatter(-1, index, float("-inf")).max(-1).values  # max_{c'≠c} ℓ_c'
-    acc = (logits.argmax(-1) == labels).float().mean(-1)
-    return accuracy_weight * acc + margin_weight * (correct - best_other).mean(-1)  # R(z)
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -368,9 +354,9 @@ class APPO(Algorithm):
         self.agent = PromptAgent.from_config(cfg, lora=lora, seed=seed)
         self.optimizer = torch.optim.Adam(self.agent.trainable_parameters(), lr=cfg.lr)
         self.anchor = Anchor(self.agent, self.optimizer)
-        self.verbalizers = ctx.task.verbalizers
-        self.labels = torch.tensor(ctx.train.labels)
-        n_train = len(ctx.train)
+        self.task = ctx.task
+        self.reward = StablePromptReward(cfg.reward_accuracy_weight, cfg.reward_margin_weight)
+        n_train = self.task.num_inputs("train")
         self.batch_size = min(cfg.reward_batch_size or n_train, n_train)
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
         # Fixed meta-prompts for greedy prompts (dev evaluations and the anchor check).
@@ -383,40 +369,37 @@ class APPO(Algorithm):
         self.pairs_scored = 0
 
     def _query(self) -> Tensor:
-        demos = sample_demos(self.ctx.train, self.verbalizers, self.cfg.num_demos, self.gen)
-        return self.agent.query(demos)
+        return self.agent.query(self.task.demonstrations(self.cfg.num_demos, self.gen))
 
     # -- the loop's interface --------------------------------------------------------------
 
     def step(self, step: int) -> dict[str, float]:
-        cfg, train = self.cfg, self.ctx.train
+        cfg = self.cfg
         j = step % self.steps_per_epoch
         if j == 0 or self.order is None:
-            self.order = torch.randperm(len(train), generator=self.gen)
-        idx = self.order[j * self.batch_size : (j + 1) * self.batch_size]
-        texts = [train.texts[i] for i in idx.tolist()]
-        labels = self.labels[idx]
+            self.order = torch.randperm(self.task.num_inputs("train"), generator=self.gen)
+        idx = self.order[j * self.batch_size : (j + 1) * self.batch_size].tolist()
 
         queries = [self._query() for _ in range(cfg.queries_per_step)]
         rollout = self.agent.sample(queries, cfg.prompts_per_query, self.gen)
-        logits = self.ctx.target.score(rollout.texts, texts)  # [B, N, C] label-word logits
-        scores = stableprompt_reward(
-            logits, labels, cfg.reward_accuracy_weight, cfg.reward_margin_weight
-        )
-        acc = accuracy(logits, labels)
-        for text, r, a in zip(rollout.texts, scores.tolist(), acc.tolist(), strict=True):
+        rewards = self.task.train_rewards(rollout.texts, self.reward, examples=idx)
+        scores = rewards.reward  # R(z) of each prompt  [B]
+        acc = rewards.metrics.get("accuracy")  # classification reports one; else None
+        accs = [None] * len(rollout.texts) if acc is None else acc.tolist()
+        for text, r, a in zip(rollout.texts, scores.tolist(), accs, strict=True):
             self.pool.add(text, r, a, step + 1)
         self.prompts_sampled += len(rollout.texts)
-        self.pairs_scored += len(rollout.texts) * len(texts)
+        self.pairs_scored += len(rollout.texts) * len(idx)
 
         values = ppo_update(self.agent, self.optimizer, rollout, scores, cfg)
         values.update(
             {
                 "rewards/mean": float(scores.mean()),
                 "rewards/max": float(scores.max()),
-                "rewards/train_accuracy": float(acc.mean()),
             }
         )
+        if acc is not None:
+            values["rewards/train_accuracy"] = float(acc.mean())
         done = step + 1
         if (
             done % self.steps_per_epoch == 0
@@ -454,10 +437,11 @@ class APPO(Algorithm):
         }
 
     def dev_accuracy(self, adapter: str) -> float:
-        """Mean dev accuracy of the adapter's greedy prompts for the fixed eval meta-prompts."""
+        """Mean dev score (classification: accuracy) of the adapter's greedy prompts for the fixed
+        eval meta-prompts."""
         prompts = self.agent.sample(self.eval_queries, 1, greedy=True, adapter=adapter).texts
-        logits = self.ctx.target.score(prompts, self.ctx.dev.texts)
-        return float(accuracy(logits, torch.tensor(self.ctx.dev.labels)).mean())
+        scores = [r.score for r in self.task.evaluate(prompts, "dev")]
+        return float(torch.tensor(scores, dtype=torch.float32).mean())
 
     def _count(self, event: str) -> int:
         return sum(e["event"] == event for e in self.events)

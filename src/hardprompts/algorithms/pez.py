@@ -3,6 +3,10 @@ Prompts Made Easy"), with the perplexity regulariser of Patel et al. (2025). MET
 
 A continuous matrix P ∈ R^{T×d} lives in the target's input-embedding space. Each step:
 
+PEZ differentiates the target's label-word logits, so it needs a task that offers them
+(:class:`~hardprompts.tasks.ClassLogitsTask`: classification); the training texts, labels and
+label words come from that task.
+
 1. project every row onto the nearest allowed vocabulary embedding: P′ = E[a], a = proj(P);
 2. forward and backward at P′ (the prompt the target actually reads is a token sequence);
 3. apply that gradient ∂loss/∂P′ to P, not to P′, and take an AdamW step on P;
@@ -38,11 +42,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.config import AlgorithmConfig, register_algorithm
 from hardprompts.errors import ConfigError
 from hardprompts.interpretability import allowed_token_mask, nearest_tokens, reference_topk_mask
 from hardprompts.targets.embeds import EmbeddingScorer, prompt_nll
-from hardprompts.training import Algorithm, RunContext
+from hardprompts.tasks import require_class_logits
 
 __all__ = [
     "PEZ",
@@ -162,7 +167,8 @@ def projection_mask(
     tokenizer = ctx.target.tokenizer
     if mode == "topk":
         model, ref_tok = reference.get()
-        return reference_topk_mask(model, ref_tok, tokenizer, ctx.train.texts, num_rows, topk)
+        texts = require_class_logits(ctx.task, ctx.config.algorithm.name).split("train").texts
+        return reference_topk_mask(model, ref_tok, tokenizer, texts, num_rows, topk)
     return allowed_token_mask(tokenizer, num_rows, mode)  # type: ignore[arg-type]
 
 
@@ -227,6 +233,7 @@ class PEZ(Algorithm):
     def __init__(self, ctx: RunContext, cfg: PEZConfig) -> None:
         super().__init__(ctx)
         self.cfg = cfg
+        self.train = require_class_logits(ctx.task, "pez").split("train")  # texts and labels
         self.scorer = EmbeddingScorer(ctx.target)
         target = ctx.target
         if cfg.perplexity_weight > 0 and target.kind != "causal":
@@ -249,7 +256,7 @@ class PEZ(Algorithm):
         ).to(self.device)
         tok = target.tokenizer
         self.bos_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        self.labels = torch.tensor(ctx.train.labels, device=self.device)
+        self.labels = torch.tensor(self.train.labels, device=self.device)
         self.generator = torch.Generator().manual_seed(ctx.config.train.seed)
         # Restart r owns steps [starts[r], starts[r+1]).
         self.starts = [r * steps // cfg.restarts for r in range(cfg.restarts)]
@@ -292,8 +299,8 @@ class PEZ(Algorithm):
                 self.prompt.copy_(self._initial("random"))
             self.optimizer = self._new_optimizer()
 
-        idx = sample_batch(len(self.ctx.train), self.cfg.batch_size, self.generator)
-        texts = [self.ctx.train.texts[i] for i in idx.tolist()]
+        idx = sample_batch(len(self.train), self.cfg.batch_size, self.generator)
+        texts = [self.train.texts[i] for i in idx.tolist()]
         labels = self.labels[idx.to(self.device)]
 
         alpha = self.cfg.perplexity_weight

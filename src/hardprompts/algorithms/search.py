@@ -19,11 +19,10 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from hardprompts.agent import AgentConfig, PromptAgent, PromptPool, sample_demos
-from hardprompts.algorithms.appo import stableprompt_reward
+from hardprompts.agent import AgentConfig, PromptAgent, PromptPool
+from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.config import register_algorithm
-from hardprompts.metrics import accuracy
-from hardprompts.training import Algorithm, RunContext
+from hardprompts.tasks import StablePromptReward
 
 __all__ = ["Search", "SearchConfig"]
 
@@ -54,44 +53,45 @@ class Search(Algorithm):
         self.cfg = cfg
         self.gen = torch.Generator().manual_seed(ctx.config.train.seed)
         self.agent = PromptAgent.from_config(cfg)  # frozen: no adapters
-        self.labels = torch.tensor(ctx.train.labels)
+        self.task = ctx.task
+        self.reward = StablePromptReward(cfg.reward_accuracy_weight, cfg.reward_margin_weight)
         self.pool = PromptPool(cfg.select_top)
         self.samples: list[dict[str, Any]] = []
         self.pairs_scored = 0
 
     def step(self, step: int) -> dict[str, float]:
-        cfg, train = self.cfg, self.ctx.train
-        if cfg.reward_batch_size is None or cfg.reward_batch_size >= len(train):
-            idx = torch.arange(len(train))
+        cfg, n_train = self.cfg, self.task.num_inputs("train")
+        if cfg.reward_batch_size is None or cfg.reward_batch_size >= n_train:
+            idx = torch.arange(n_train)
         else:
-            idx = torch.randperm(len(train), generator=self.gen)[: cfg.reward_batch_size]
-        texts = [train.texts[i] for i in idx.tolist()]
-        labels = self.labels[idx]
+            idx = torch.randperm(n_train, generator=self.gen)[: cfg.reward_batch_size]
+        examples = idx.tolist()
         demos = [
-            sample_demos(train, self.ctx.task.verbalizers, cfg.num_demos, self.gen)
-            for _ in range(cfg.queries_per_step)
+            self.task.demonstrations(cfg.num_demos, self.gen) for _ in range(cfg.queries_per_step)
         ]
         rollout = self.agent.sample(
             [self.agent.query(d) for d in demos], cfg.prompts_per_query, self.gen
         )
-        logits = self.ctx.target.score(rollout.texts, texts)  # [B, N, C]
-        rewards = stableprompt_reward(
-            logits, labels, cfg.reward_accuracy_weight, cfg.reward_margin_weight
-        )
-        acc = accuracy(logits, labels)
-        for text, r, a in zip(rollout.texts, rewards.tolist(), acc.tolist(), strict=True):
+        scored = self.task.train_rewards(rollout.texts, self.reward, examples=examples)
+        rewards = scored.reward  # R(z) of each prompt  [B]
+        # Per-prompt train accuracy where the task reports one (classification), else None.
+        acc = scored.metrics.get("accuracy")
+        accs = [None] * len(rollout.texts) if acc is None else acc.tolist()
+        for text, r, a in zip(rollout.texts, rewards.tolist(), accs, strict=True):
             self.samples.append(
                 {"prompt": text, "train_reward": r, "train_accuracy": a, "step": step + 1}
             )
             self.pool.add(text, r, a, step + 1)
-        self.pairs_scored += len(rollout.texts) * len(texts)
-        return {
+        self.pairs_scored += len(rollout.texts) * len(examples)
+        values = {
             "rewards/mean": float(rewards.mean()),
             "rewards/max": float(rewards.max()),
-            "rewards/train_accuracy": float(acc.mean()),
             "search/samples": float(len(self.samples)),
             "search/best_train_reward": self.pool.entries[0]["reward"],
         }
+        if acc is not None:
+            values["rewards/train_accuracy"] = float(acc.mean())
+        return values
 
     def eval_prompts(self) -> list[str]:
         return self.pool.prompts()

@@ -16,7 +16,8 @@ Q_θ(s_t, ·) = W_LM · ψ(h_t) + b); the losses are :func:`hardprompts.function
 reward is :class:`hardprompts.rewards.TrainingReward`. One step:
 
 1. sample P prompts of T tokens from π(·|s_t) (one batched, KV-cached pass of the frozen LM);
-2. score them on the whole training split: R(z), z-scored over the P prompts, ×5;
+2. ask the task for their rewards (classification: the gap reward on the whole training split),
+   R(z), z-scored over the P prompts (or per group the task gives), ×5;
 3. update ψ: on the P fresh prompts (on-policy) or on a batch drawn from the replay buffer,
    with Q recomputed from the stored hidden states (no LM forward); clip; Adam; then the
    Polyak update of the target head ψ′.
@@ -44,13 +45,14 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
+from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.config import AlgorithmConfig, register_algorithm
 from hardprompts.errors import ConfigError
 from hardprompts.functional import sql_loss_and_stats
 from hardprompts.modeling import load_lm, load_tokenizer
 from hardprompts.policy import PromptPolicy
 from hardprompts.rewards import TrainingReward
-from hardprompts.training import Algorithm, RunContext
+from hardprompts.tasks import RLPromptReward
 
 __all__ = ["PINConfig", "RLPromptConfig", "ReplayBatch", "ReplayBuffer", "SoftQPrompt"]
 
@@ -368,10 +370,8 @@ class SoftQPrompt(Algorithm):
             )
         reference = self.judge if cfg.perplexity_weight > 0 else None
         self.reward = TrainingReward(
-            ctx.target,
-            ctx.train,
-            correct_coef=cfg.reward_correct_coef,
-            incorrect_coef=cfg.reward_incorrect_coef,
+            ctx.task,
+            RLPromptReward(cfg.reward_correct_coef, cfg.reward_incorrect_coef),
             normalise=cfg.reward_zscore,
             scale=cfg.reward_scale,
             perplexity_weight=cfg.perplexity_weight,
@@ -425,6 +425,8 @@ class SoftQPrompt(Algorithm):
         }
         if reward.log_perplexity is not None:
             values["rewards/perplexity"] = float(reward.log_perplexity.mean())  # mean log PPL
+        for key, metric in reward.metrics.items():  # the task's own per-prompt scalars
+            values[f"rewards/{key}"] = float(metric.float().mean())
         if self.buffer is not None:
             values["charts/replay_size"] = float(len(self.buffer) * self.length)
         return values
@@ -492,7 +494,7 @@ class SoftQPrompt(Algorithm):
             "policy_model": self.ctx.config.policy.model,
             "perplexity_reference": self.cfg.perplexity_model or self.ctx.config.policy.model,
             # Distinct prompts scored on the training split (known only with the cache on).
-            "distinct_prompts_scored": len(self.reward.cache) if self.cfg.reward_cache else None,
+            "distinct_prompts_scored": len(self.reward.cache) if self.reward.use_cache else None,
         }
 
     # -- checkpoint --------------------------------------------------------------------------

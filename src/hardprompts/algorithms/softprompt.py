@@ -1,7 +1,8 @@
 """Soft prompt tuning: the continuous baseline, read back as tokens (METHODS.md 6).
 
 A continuous matrix P ∈ R^{T×d} in the target's input-embedding space is trained by AdamW on the
-cross-entropy of the verbalizer logits, with P itself as the prompt's input embeddings (prompt
+cross-entropy of the verbalizer logits (so the task must offer label-word logits:
+:class:`~hardprompts.tasks.ClassLogitsTask`, i.e. classification), with P itself as the prompt's input embeddings (prompt
 tuning, Lester et al., 2021; PEZ's baseline). No projection enters training.
 
 What a person can read is P's nearest-token projection a = proj(P) (the same projection as PEZ:
@@ -31,13 +32,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.algorithms.pez import ReferenceLM, initial_prompt, projection_mask, sample_batch
 from hardprompts.config import AlgorithmConfig, register_algorithm
 from hardprompts.errors import DataError
 from hardprompts.interpretability import faithfulness, nearest_tokens
 from hardprompts.metrics import gap_reward
 from hardprompts.targets.embeds import EmbeddingScorer
-from hardprompts.training import Algorithm, RunContext
+from hardprompts.tasks import require_class_logits
 
 __all__ = ["SoftPrompt", "SoftPromptConfig"]
 
@@ -85,6 +87,8 @@ class SoftPrompt(Algorithm):
     def __init__(self, ctx: RunContext, cfg: SoftPromptConfig) -> None:
         super().__init__(ctx)
         self.cfg = cfg
+        self.data = require_class_logits(ctx.task, "softprompt")  # labelled splits, label words
+        self.train = self.data.split("train")
         self.scorer = EmbeddingScorer(ctx.target)
         self.table = self.scorer.embedding_table.detach()  # [V, d]
         self.device = self.table.device
@@ -92,7 +96,7 @@ class SoftPrompt(Algorithm):
         self.allowed = projection_mask(
             ctx, cfg.allowed_tokens, cfg.allowed_topk, self.reference, self.table.shape[0]
         ).to(self.device)
-        self.labels = torch.tensor(ctx.train.labels, device=self.device)
+        self.labels = torch.tensor(self.train.labels, device=self.device)
         self.generator = torch.Generator().manual_seed(ctx.config.train.seed)
         start = initial_prompt(
             self.table,
@@ -113,8 +117,8 @@ class SoftPrompt(Algorithm):
         return nearest_tokens(rows, self.table, self.allowed, self.cfg.projection).tolist()
 
     def step(self, step: int) -> dict[str, float]:
-        idx = sample_batch(len(self.ctx.train), self.cfg.batch_size, self.generator)
-        texts = [self.ctx.train.texts[i] for i in idx.tolist()]
+        idx = sample_batch(len(self.train), self.cfg.batch_size, self.generator)
+        texts = [self.train.texts[i] for i in idx.tolist()]
         labels = self.labels[idx.to(self.device)]
         logits = self.scorer.score(self.prompt[None], texts)[0]  # [B, C], P read as is
         loss = F.cross_entropy(logits, labels)
@@ -146,7 +150,7 @@ class SoftPrompt(Algorithm):
         }
 
     def after_eval(self, step: int, scores) -> dict[str, float]:
-        dev = self.ctx.dev
+        dev = self.data.split("dev")
         prompt = self.prompt.detach().clone()
         faith = self._faithfulness(prompt, dev.texts, dev.labels)
         key = (faith["soft_accuracy"], faith["soft_gap_reward"])
@@ -176,9 +180,9 @@ class SoftPrompt(Algorithm):
         prompt = self.best["prompt"].to(self.device)
         ids = self.projection(prompt)
         text = self.scorer.prompt_text(ids)
-        dev = self.ctx.dev
+        dev = self.data.split("dev")
         try:
-            test = self.ctx.task.split("test")
+            test = self.data.split("test")
         except DataError:
             test = None
         return {

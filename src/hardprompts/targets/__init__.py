@@ -1,8 +1,16 @@
 """Targets: the frozen language models being prompted.
 
-A target turns P prompts and N inputs into class logits of shape [P, N, C] (one logit per
-verbalizer). Algorithms see only this interface (:class:`Target`), so a new kind of target never
-touches an algorithm.
+A target is a service a task calls; it knows nothing about datasets, labels or rewards. What a
+target can do is a small protocol each:
+
+* :class:`Target`: class logits [P, N, C] of the label words it was built with, for P prompts on
+  N inputs (the template and label words are fixed at construction; classification needs this);
+* :class:`TextGenerator`: ``generate(texts, ...)``, continuations of already-templated texts
+  (the briefing's generation contract; style transfer and generation tasks need this);
+* :class:`ContinuationScorer`: ``continuation_logprobs(texts, continuations)`` (multiple choice).
+
+Tasks (:mod:`hardprompts.tasks`) build their target with :func:`build_target` and are the only
+callers; algorithms reach a target only for gradient methods that need its weights.
 """
 
 from __future__ import annotations
@@ -12,9 +20,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from hardprompts.config import TargetConfig, TaskConfig
+from hardprompts.config import TargetConfig
 from hardprompts.errors import ConfigError
-from hardprompts.tasks import Task, resolve_task
+from hardprompts.templates import Kind
 
 
 @runtime_checkable
@@ -36,6 +44,38 @@ class Target(Protocol):
         ...
 
 
+@runtime_checkable
+class TextGenerator(Protocol):
+    """A target that writes text (in-process causal LMs, served completion endpoints)."""
+
+    def generate(
+        self,
+        texts: Sequence[str],
+        *,
+        num_samples: int = 1,
+        max_new_tokens: int = 32,
+        stop: str | None = None,
+        do_sample: bool = False,
+        top_k: int | None = None,
+        temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> list[list[str]]:
+        """For each already-templated text, num_samples continuations (strings, cut before `stop`
+        and without it). Greedy when do_sample is False."""
+        ...
+
+
+@runtime_checkable
+class ContinuationScorer(Protocol):
+    """A target that scores given continuations of texts (multiple-choice tasks)."""
+
+    def continuation_logprobs(
+        self, texts: Sequence[str], continuations: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """For each text, the summed log-probability of each of its continuations given the text."""
+        ...
+
+
 def target_kind(config: TargetConfig) -> str:
     """The resolved kind (masked, causal or openai) of a target config."""
     if config.kind != "auto":
@@ -45,17 +85,22 @@ def target_kind(config: TargetConfig) -> str:
     return detect_kind(config.model, trust_remote_code=config.trust_remote_code)
 
 
-def build_target(config: TargetConfig, task_config: TaskConfig) -> tuple[Target, Task]:
-    """Load the configured target and resolve the task's template and verbalizers for its kind."""
-    kind = target_kind(config)
+def template_kind(kind: str) -> Kind:
+    """Which templates a target kind reads: masked, or causal (a served endpoint continues text)."""
+    if kind not in ("masked", "causal", "openai"):
+        raise ConfigError(f"target.kind {kind!r} is not one of auto, masked, causal, openai")
+    return "masked" if kind == "masked" else "causal"
+
+
+def build_target(
+    config: TargetConfig, template: str, verbalizers: Sequence[str], kind: str | None = None
+) -> Target:
+    """Load the configured target for a template and label words (``kind``: resolved already)."""
+    kind = kind or target_kind(config)
     if kind == "openai":
         from hardprompts.targets.openai import OpenAITarget
 
-        task = resolve_task(task_config, "causal")
-        return OpenAITarget.from_config(config, task.template, task.verbalizers), task
-    if kind not in ("masked", "causal"):
-        raise ConfigError(f"target.kind {kind!r} is not one of auto, masked, causal, openai")
+        return OpenAITarget.from_config(config, template, verbalizers)
     from hardprompts.targets.hf import HFTarget
 
-    task = resolve_task(task_config, kind)  # type: ignore[arg-type]
-    return HFTarget.from_config(config, task.template, task.verbalizers, kind), task  # type: ignore[arg-type]
+    return HFTarget.from_config(config, template, verbalizers, template_kind(kind))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from hardprompts.config import TargetConfig
-from hardprompts.modeling import load_lm, load_tokenizer
+from hardprompts.modeling import load_lm, load_tokenizer, model_max_length
 from hardprompts.templates import Encoded, Kind, Template, TemplateEncoder, verbalizer_ids
 
 log = logging.getLogger(__name__)
@@ -36,33 +36,6 @@ Progress = Callable[[int], None]
 # 6 x 768 RoBERTa, 400-3,200 tokens per forward ran at the same speed and one forward of all 256
 # pairs 1.6x slower (`benchmarks/score_throughput.py --kinds masked --tokens-per-batch 0`).
 CPU_TOKENS_PER_BATCH = 2048
-
-# Model families whose position ids start after the padding index (RoBERTa's offset of pad_id + 1).
-_OFFSET_POSITIONS = {
-    "roberta",
-    "xlm-roberta",
-    "xlm-roberta-xl",
-    "camembert",
-    "longformer",
-    "data2vec-text",
-}
-
-
-def model_max_length(model, tokenizer) -> int:
-    """The longest token sequence the model accepts (tokenizer limit and position table)."""
-    limits = []
-    tml = getattr(tokenizer, "model_max_length", None)
-    if tml and tml < 1_000_000:
-        limits.append(int(tml))
-    cfg = model.config
-    n = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-    if n:
-        if cfg.model_type in _OFFSET_POSITIONS:
-            n -= (cfg.pad_token_id or 0) + 1
-        limits.append(int(n))
-    if not limits:
-        raise ValueError("cannot find the model's maximum length; set target.max_length")
-    return min(limits)
 
 
 class _VerbalizerHead(torch.nn.Module):

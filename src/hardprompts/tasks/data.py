@@ -1,4 +1,4 @@
-"""Few-shot classification tasks: presets, data files and the resolved task a run works on.
+"""Data of the classification family: dataset presets, and the checked reading of split files.
 
 Data sources (``task.dataset``):
 
@@ -21,7 +21,6 @@ from pathlib import Path
 
 from hardprompts.config import TaskConfig
 from hardprompts.errors import ConfigError, DataError
-from hardprompts.templates import Kind
 
 SPLITS = ("train", "dev", "test")
 SPLIT_SEEDS = ("16-100", "16-13", "16-21", "16-42", "16-87")
@@ -113,46 +112,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-
-@dataclass(frozen=True)
-class Task:
-    """A resolved classification task: template and label words for one target kind, plus data access."""
-
-    config: TaskConfig
-    template: str
-    verbalizers: list[str]
-    preset: Preset | None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.verbalizers)
-
-    def split(self, name: str) -> Split:
-        """Load and check the split ``name`` (train, dev or test)."""
-        return load_split(self.config, name, self.num_classes)
-
-
-def resolve_task(config: TaskConfig, kind: Kind) -> Task:
-    """Fill the template and verbalizers from the preset when the config leaves them unset."""
-    preset = PRESETS.get(config.dataset)
-    template = config.template
-    verbalizers = config.verbalizers
-    if preset is not None:
-        template = template or (
-            preset.masked_template if kind == "masked" else preset.causal_template
-        )
-        verbalizers = verbalizers or (
-            preset.masked_verbalizers if kind == "masked" else preset.causal_verbalizers
-        )
-    if template is None:
-        template = "{x} {prompt} {mask} ." if kind == "masked" else "{x} {prompt}"
-    if verbalizers is None:
-        raise ConfigError(
-            f"task.dataset {config.dataset!r} is not a preset, so task.verbalizers must be set "
-            f"(one label word per class). Presets: {', '.join(PRESETS)}"
-        )
-    return Task(config, template, list(verbalizers), preset)
 
 
 def default_data_dir() -> Path:

@@ -1,0 +1,65 @@
+"""Tasks: what is solved, how a prompt is applied and how it is rewarded and evaluated.
+
+* :mod:`hardprompts.tasks.base`: the interface (:class:`PromptTask`, :class:`TaskRewards`,
+  :class:`EvalResult`, the reward specs) and the registry of families by ``task.kind``;
+* :mod:`hardprompts.tasks.data`: presets and the checked reading of labelled split files;
+* :mod:`hardprompts.tasks.classification`: ``task.kind: classification``.
+
+A new family is a module here that defines a config class (registered with
+:func:`hardprompts.config.register_task_config`, plus its line in
+:data:`hardprompts.config.BUILTIN_PLUGINS`) and a task class registered with
+:func:`register_task`, imported below. See ``/work/notes/TASK_LAYER.md`` and the README.
+"""
+
+from hardprompts.tasks import classification  # noqa: F401  (registers "classification")
+from hardprompts.tasks.base import (
+    ClassLogitsTask,
+    EvalResult,
+    PromptTask,
+    RewardSpec,
+    RLPromptReward,
+    StablePromptReward,
+    TaskRewards,
+    build_task,
+    register_task,
+    require_class_logits,
+    task_families,
+)
+from hardprompts.tasks.classification import ClassificationTask, resolve_task, sample_demos
+from hardprompts.tasks.data import (
+    PRESETS,
+    SPLIT_SEEDS,
+    SPLITS,
+    Preset,
+    Split,
+    default_data_dir,
+    load_split,
+    read_examples,
+    split_path,
+)
+
+__all__ = [
+    "PRESETS",
+    "SPLITS",
+    "SPLIT_SEEDS",
+    "ClassLogitsTask",
+    "ClassificationTask",
+    "EvalResult",
+    "Preset",
+    "PromptTask",
+    "RLPromptReward",
+    "RewardSpec",
+    "Split",
+    "StablePromptReward",
+    "TaskRewards",
+    "build_task",
+    "default_data_dir",
+    "load_split",
+    "read_examples",
+    "register_task",
+    "require_class_logits",
+    "resolve_task",
+    "sample_demos",
+    "split_path",
+    "task_families",
+]
