@@ -53,7 +53,7 @@ from hardprompts.functional import soft_policy, sql_loss
 from hardprompts.policy import build_head, polyak_update
 from hardprompts.rewards import shaped_reward, task_reward
 from hardprompts.targets.hf import HFTarget
-from hardprompts.tasks import load_split
+from hardprompts.tasks import ClassificationTask, load_split
 from hardprompts.training import RunContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,7 +228,8 @@ def run_case(kind: str, impl: str, args) -> dict:
             ],
         )
         split = type(train)("train", texts, labels, train.source)
-        ctx = RunContext(cfg, None, target, split, split, work / "unused")  # type: ignore[arg-type]
+        task = ClassificationTask(target, splits={"train": split, "dev": split})
+        ctx = RunContext(cfg, task, work / "unused")
         algo = cfg.algorithm.make(ctx)
 
         def step(i: int) -> dict[str, float]:
