@@ -155,11 +155,12 @@ def tune_cmd(
     result = run(cfg, resume=resume)
     out.print(f"[bold]method[/] {result['method']}  [bold]best prompt[/] {result['best_prompt']!r}")
     out.print(f"tokens {result['tokens']}")
-    out.print(
-        f"dev accuracy {result['dev_accuracy']:.4f}  test accuracy "
-        f"{'n/a' if result['test_accuracy'] is None else format(result['test_accuracy'], '.4f')}  "
-        f"perplexity {result['prompt_perplexity']}"
-    )
+    scores = [  # the task's dev_* and test_* scores (classification: accuracy, gap reward)
+        f"{key.replace('_', ' ')} {'n/a' if value is None else format(value, '.4f')}"
+        for key, value in result.items()
+        if key.startswith(("dev_", "test_")) and (value is None or isinstance(value, float))
+    ]
+    out.print("  ".join([*scores, f"perplexity {result['prompt_perplexity']}"]))
     out.print(f"wrote {Path(cfg.out_dir) / 'result.json'}")
 
 
