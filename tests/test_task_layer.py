@@ -42,9 +42,21 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hardprompts"
 LAYERS: list[tuple[str, list[str]]] = [
     ("base", ["hardprompts", "errors", "checkpoint", "progress"]),
     ("config", ["config"]),
-    ("utilities", ["functional", "metrics", "templates", "modeling", "interpretability", "plots"]),
+    (
+        "utilities",
+        [
+            "functional",
+            "metrics",
+            "text_metrics",
+            "templates",
+            "modeling",
+            "interpretability",
+            "plots",
+            "scorers",  # the style-transfer reward models (content, style, fluency, BLEU)
+        ],
+    ),
     ("targets", ["targets"]),
-    ("tasks", ["tasks"]),
+    ("tasks", ["tasks", "taskdata"]),
     ("rewards", ["rewards"]),
     ("policies", ["policy", "agent"]),
     ("algorithms", ["algorithms"]),

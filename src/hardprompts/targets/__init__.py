@@ -5,9 +5,9 @@ target can do is a small protocol each:
 
 * :class:`Target`: class logits [P, N, C] of the label words it was built with, for P prompts on
   N inputs (the template and label words are fixed at construction; classification needs this);
-* :class:`TextGenerator`: ``generate(texts, ...)``, continuations of already-templated texts
+* :class:`GenerationTarget`: ``generate(texts, ...)``, continuations of already-templated texts
   (the briefing's generation contract; style transfer and generation tasks need this);
-* :class:`ContinuationScorer`: ``continuation_logprobs(texts, continuations)`` (multiple choice).
+* :class:`ContinuationTarget`: ``continuation_logprobs(texts, continuations)`` (multiple choice).
 
 Tasks (:mod:`hardprompts.tasks`) build their target with :func:`build_target` and are the only
 callers; algorithms reach a target only for gradient methods that need its weights.
@@ -45,7 +45,7 @@ class Target(Protocol):
 
 
 @runtime_checkable
-class TextGenerator(Protocol):
+class GenerationTarget(Protocol):
     """A target that writes text (in-process causal LMs, served completion endpoints)."""
 
     def generate(
@@ -66,7 +66,7 @@ class TextGenerator(Protocol):
 
 
 @runtime_checkable
-class ContinuationScorer(Protocol):
+class ContinuationTarget(Protocol):
     """A target that scores given continuations of texts (multiple-choice tasks)."""
 
     def continuation_logprobs(
