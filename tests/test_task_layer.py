@@ -140,6 +140,15 @@ def test_config_imports_nothing_above_it_and_algorithms_load_on_first_use():
     assert "hardprompts.algorithms.pez" in after and "hardprompts.algorithms.appo" not in after
 
 
+def test_every_task_config_field_is_documented():
+    from hardprompts.config import describe_fields, task_config_class, task_kinds
+
+    assert {"classification", "toy-echo"} <= set(task_kinds())
+    for kind in task_kinds():
+        undocumented = [f for f, _, doc in describe_fields(task_config_class(kind)) if not doc]
+        assert not undocumented, f"task.kind {kind}: fields without a description: {undocumented}"
+
+
 def test_unknown_task_kind_and_fields_of_another_family():
     with pytest.raises(
         ConfigError, match=r"task: unknown task kind 'nope'; valid kinds: .*classif"

@@ -123,7 +123,8 @@ def run_with_context(
 
     seed_everything(config.train.seed)
     task = build_task(config)
-    task.num_inputs("train"), task.num_inputs("dev")  # read and check both splits up front
+    for split in ("train", "dev"):  # read and check both splits before any training
+        task.num_inputs(split)
     ctx = RunContext(config, task, out_dir)
     algo: Algorithm = config.algorithm.make(ctx)  # type: ignore[attr-defined]
 
