@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from hardprompts.config import TargetConfig
+from hardprompts.errors import TargetError
 from hardprompts.modeling import load_lm, load_tokenizer, model_max_length
 from hardprompts.templates import Encoded, Kind, Template, TemplateEncoder, verbalizer_ids
 
@@ -135,10 +136,13 @@ class HFTarget:
             tokens_per_batch = CPU_TOKENS_PER_BATCH if self.device.type == "cpu" else None
         self.tokens_per_batch = tokens_per_batch
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.head = _VerbalizerHead.build(model, kind, self.verbalizer_ids)
-        if self.head is not None and not self._head_matches_full_logits():
-            self.head = None
-        if self.head is None:
+        self._choice_scorer = self._generator = None  # built on first use
+        self.head = None  # no label words (generation, multiple choice): score() is not used
+        if self.verbalizer_ids:
+            self.head = _VerbalizerHead.build(model, kind, self.verbalizer_ids)
+            if self.head is not None and not self._head_matches_full_logits():
+                self.head = None
+        if self.head is None and self.verbalizer_ids:
             log.warning(
                 "%s: no verbalizer-row head for this architecture; computing full logits at the "
                 "scored position (correct but slower)",
@@ -371,6 +375,45 @@ class HFTarget:
                 out[p, example_ids] = logits[:, j]
             if progress:
                 progress(n * g)
+
+    # ------------------------------------------------------------------ choices and generation
+
+    def continuation_logprobs(
+        self,
+        texts: Sequence[str],
+        continuations: Sequence[Sequence[str]],
+        progress: Progress | None = None,
+    ) -> list[list[float]]:
+        """For each text, the summed log-probability of each of its continuations given the text
+        (each text's cache computed once and shared by its choices: :mod:`.choices`)."""
+        if self._choice_scorer is None:
+            from hardprompts.targets.choices import ChoiceScorer
+
+            self._choice_scorer = ChoiceScorer(
+                self._causal("score choices"), self.tokenizer, max_length=self.max_length,
+                tokens_per_batch=self.tokens_per_batch,
+                memory_budget_mb=max(1, self.memory_budget // 2**20),
+            )  # fmt: skip
+        return self._choice_scorer.logprobs(texts, continuations, progress)
+
+    def generate(self, texts: Sequence[str], **kwargs) -> list[list[str]]:
+        """For each text, ``num_samples`` continuations cut before ``stop`` (contract 2; the
+        arguments of :meth:`hardprompts.targets.generation.TextGenerator.generate`)."""
+        if self._generator is None:
+            from hardprompts.targets.generation import TextGenerator
+
+            self._generator = TextGenerator(
+                self._causal("generate"), self.tokenizer, max_length=self.max_length,
+                tokens_per_batch=self.tokens_per_batch,
+            )  # fmt: skip
+        return self._generator.generate(texts, **kwargs)
+
+    def _causal(self, what: str):
+        if self.kind != "causal":
+            raise TargetError(
+                f"a masked-LM target cannot {what}; use a causal target (target.kind: causal)"
+            )
+        return self.model
 
     # ------------------------------------------------------------------ self-check
 
