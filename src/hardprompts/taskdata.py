@@ -7,7 +7,7 @@ acceptable answers (generation) or the options and the index of the correct one 
 Splits (none of these sources has a train/dev/test split of its own):
 
 * ``ii/<task>``: ``execute/<task>.json`` is the test split, as in the instruction-induction paper.
-  ``induce/<task>.json`` is shuffled with ``random.Random("ii/<task>/<split_seed>")``; the first
+  ``induce/<task>.json``, one example per distinct input, is shuffled with ``random.Random("ii/<task>/<split_seed>")``; the first
   ``min(dev_size, n // 3)`` examples are dev, the next ``min(train_size, rest)`` train. The agent's
   demonstrations come from train only, so dev and test never reach the meta-prompt.
 * ``bbii/<task>``: all examples are shuffled with ``random.Random("bbii/<task>/<split_seed>")``;
@@ -26,6 +26,7 @@ RNG (test shows both orders, as the paper's evaluation does; APE's loader drew o
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import random
@@ -112,6 +113,17 @@ def default_root(family: str) -> Path:
 
 
 def _load_json(path: Path) -> dict:
+    """The parsed file (cached while the file is unchanged: splits of one task share it)."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        raise DataError(f"{path}: file not found") from None
+    return _parse_json(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_json(name: str, stamp: int) -> dict:
+    path = Path(name)
     try:
         with path.open(encoding="utf-8") as fh:
             data = json.load(fh)
@@ -183,11 +195,47 @@ def _ii_examples(task: str, record: dict, rng: random.Random | None, where: str)
 def _ii_file(root: Path, part: str, task: str, split_seed: str) -> list[list[Example]]:
     """The examples of every record of one file (a record may give several, see above)."""
     path = root / part / f"{task}.json"
+    data = _load_json(path)  # checks the file; the examples are built once per version of it
+    return _ii_built(str(path), task, part, split_seed, path.stat().st_mtime_ns, id(data))
+
+
+@functools.lru_cache(maxsize=64)
+def _ii_built(name: str, task: str, part: str, split_seed: str, *_stamp) -> list[list[Example]]:
+    path = Path(name)
     records = _load_json(path)["examples"]
     rng = random.Random(f"ii/{task}/{split_seed}/order") if part == "induce" else None
     # Examples are keyed "1".."n"; read them in numeric order whatever the file's order.
     keys = sorted(records, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else k))
     return [_ii_examples(task, records[k], rng, f"{path}, example {k}") for k in keys]
+
+
+_POOLS: dict[tuple, tuple[list[Example], list[int]]] = {}  # train and dev of a task share one
+
+
+def _ii_pool(root: Path, task: str, split_seed: str) -> tuple[list[Example], list[int]]:
+    """The induce examples, one per distinct input (answers merged; rhymes repeats inputs
+    3,000 -> 887), so that no input is in both train and dev; and their seeded order."""
+    groups = _ii_file(root, "induce", task, split_seed)
+    key = (
+        id(groups),
+        task,
+        split_seed,
+    )  # _ii_file returns the same list while the file is unchanged
+    if key not in _POOLS:
+        merged: dict[str, Example] = {}
+        for group in groups:
+            e = group[0]
+            seen = merged.get(e.input)
+            if seen is not None:
+                e = Example(e.fields, e.input, tuple(dict.fromkeys(seen.answers + e.answers)))
+            merged[e.input] = e
+        pool = list(merged.values())
+        order = list(range(len(pool)))
+        random.Random(f"ii/{task}/{split_seed}").shuffle(order)
+        if len(_POOLS) >= 8:
+            _POOLS.clear()
+        _POOLS[key] = (pool, order)
+    return _POOLS[key]
 
 
 def load_ii(
@@ -209,9 +257,7 @@ def load_ii(
         path = root / "execute" / f"{task}.json"
         examples = [e for group in _ii_file(root, "execute", task, split_seed) for e in group]
         return ExampleSplit(split, examples, str(path))
-    pool = [group[0] for group in _ii_file(root, "induce", task, split_seed)]
-    order = list(range(len(pool)))
-    random.Random(f"ii/{task}/{split_seed}").shuffle(order)
+    pool, order = _ii_pool(root, task, split_seed)
     n_dev = min(dev_size, len(pool) // 3)
     n_train = min(train_size, len(pool) - n_dev)
     chosen = order[:n_dev] if split == "dev" else order[n_dev : n_dev + n_train]
@@ -310,6 +356,9 @@ def _bbii_example(record: dict, info: BenchmarkTask, where: str) -> Example:
     return Example({"x": shown}, text, choices=choices, label=values.index(best))
 
 
+_BBII: dict[tuple, list[Example]] = {}  # the examples of a task, shared by its three splits
+
+
 def load_bbii(
     task: str,
     split: str,
@@ -322,9 +371,14 @@ def load_bbii(
     """One split of ``bbii/<task>`` (see the module docstring for how it is drawn)."""
     _check_split(split)
     path, data = _bbii_source(task, root)
-    info = bbii_info(task, root=root)
-    records = data["examples"]
-    examples = [_bbii_example(r, info, f"{path}, example {i}") for i, r in enumerate(records)]
+    key = (id(data), task)  # _load_json returns the same object while the file is unchanged
+    if key not in _BBII:
+        info = bbii_info(task, root=root)
+        records = data["examples"]
+        if len(_BBII) >= 8:
+            _BBII.clear()
+        _BBII[key] = [_bbii_example(r, info, f"{path}, example {i}") for i, r in enumerate(records)]
+    examples = _BBII[key]
     order = list(range(len(examples)))
     random.Random(f"bbii/{task}/{split_seed}").shuffle(order)
     third = len(order) // 3

@@ -137,12 +137,10 @@ class HFTarget:
         self.tokens_per_batch = tokens_per_batch
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._choice_scorer = self._generator = None  # built on first use
-        self.head = None  # no label words (generation, multiple choice): score() is not used
-        if self.verbalizer_ids:
-            self.head = _VerbalizerHead.build(model, kind, self.verbalizer_ids)
-            if self.head is not None and not self._head_matches_full_logits():
-                self.head = None
-        if self.head is None and self.verbalizer_ids:
+        self.head = _VerbalizerHead.build(model, kind, self.verbalizer_ids)
+        if self.head is not None and not self._head_matches_full_logits():
+            self.head = None
+        if self.head is None:
             log.warning(
                 "%s: no verbalizer-row head for this architecture; computing full logits at the "
                 "scored position (correct but slower)",
@@ -420,7 +418,7 @@ class HFTarget:
     @torch.no_grad()
     def _head_matches_full_logits(self) -> bool:
         """The verbalizer-row head must reproduce the model's own logits; checked once at load."""
-        enc = self.encoder.encode("a short check sentence", "a prompt")
+        enc = self.encoder.encode(dict.fromkeys(self.template.fields, "a short check"), "a prompt")
         ids = torch.tensor([enc.ids], device=self.device)
         full = self.model(input_ids=ids).logits[0, enc.position, self.verbalizer_ids].float()
         hidden = self.model.base_model(input_ids=ids).last_hidden_state[0, enc.position]
