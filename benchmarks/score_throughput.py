@@ -7,6 +7,13 @@ sentences, in the same process, and must agree to 1e-4 before any timing is prin
 
     python benchmarks/score_throughput.py                 # distilgpt2- and distilroberta-shaped models
     python benchmarks/score_throughput.py --layers 2 --width 64 --examples 16 --prompts 4   # quick
+    python benchmarks/score_throughput.py --kinds choices  # multiple choice (BIG-bench task)
+
+The ``choices`` case scores every option of a BIG-bench multiple-choice task (``--choice-task``,
+default ruin_names: 4 options) by its log-likelihood after the templated input, with one prompt:
+hardprompts computes each input's cache once and batches the options of all inputs; the reference
+runs one full forward per (input, option), as research code typically does. Both must agree to
+1e-4 before any timing is printed.
 
 Models are shaped like distilgpt2 (causal, 6 layers, 768 wide, vocabulary 50,257) and
 distilroberta-base (masked, 6 layers, 768 wide, vocabulary 50,265), with random weights (no
@@ -32,7 +39,9 @@ from transformers import (
 )
 
 from hardprompts.config import TaskConfig
+from hardprompts.targets.choices import ChoiceScorer, naive_continuation_logprobs
 from hardprompts.targets.hf import HFTarget
+from hardprompts.taskdata import load_bbii
 from hardprompts.tasks import load_split
 
 SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<|endoftext|>"]
@@ -126,7 +135,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--kinds", default="causal,masked")
+    parser.add_argument("--kinds", default="causal,masked", help="causal, masked, choices")
+    parser.add_argument("--choice-task", default="ruin_names", help="BIG-bench multiple-choice task")
     parser.add_argument(
         "--tokens-per-batch",
         type=int,
@@ -144,6 +154,9 @@ def main() -> None:
     print(f"{args.prompts} prompts x {len(texts)} SST-2 examples, model {args.layers} layers x {args.width}, "
           f"{args.threads} threads, median of {args.repeats}")  # fmt: skip
     for kind in args.kinds.split(","):
+        if kind == "choices":
+            choices_case(args, test.texts[:2000])
+            continue
         tok = make_tokenizer(test.texts[:2000], kind)
         vocab = 50257 if kind == "causal" else 50265
         model = make_model(kind, args.layers, args.width, vocab)
@@ -159,6 +172,34 @@ def main() -> None:
             f"hardprompts {pairs / fast_t:8.1f} pairs/s   naive {pairs / naive_t:8.1f} pairs/s   "
             f"ratio {naive_t / fast_t:.2f}x"
         )
+
+
+def choices_case(args, corpus: list[str]) -> None:
+    """Multiple choice: every option's log-likelihood, shared prefix cache vs one forward each."""
+    root = Path(args.data_dir).parent / "bbii"
+    examples = load_bbii(args.choice_task, "test", root=root).examples[: args.examples]
+    texts = [f"Pick the right option.\nInput: {e.fields['x']}\nAnswer:" for e in examples]
+    options = [[" " + c for c in e.choices] for e in examples]
+    tok = make_tokenizer(corpus + [c for e in examples for c in e.choices], "causal")
+    model = make_model("causal", args.layers, args.width, 50257)
+    cap = {-1: 2048, 0: None}.get(args.tokens_per_batch, args.tokens_per_batch)
+    scorer = ChoiceScorer(model, tok, max_length=1024, tokens_per_batch=cap)
+    fast_t, fast = timed(lambda: scorer.logprobs(texts, options), args.repeats)
+    naive_t, naive = timed(
+        lambda: naive_continuation_logprobs(model, scorer, texts, options), args.repeats
+    )
+    torch.testing.assert_close(
+        torch.tensor([v for r in fast for v in r]),
+        torch.tensor([v for r in naive for v in r]),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    n = sum(len(o) for o in options)
+    print(
+        f"choices ({args.choice_task}, {len(texts)} inputs, {n} options, shared prefix cache): "
+        f"hardprompts {n / fast_t:8.1f} options/s   naive {n / naive_t:8.1f} options/s   "
+        f"ratio {naive_t / fast_t:.2f}x"
+    )
 
 
 if __name__ == "__main__":

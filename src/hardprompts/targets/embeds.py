@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from hardprompts.errors import ConfigError, TargetError
-from hardprompts.templates import TemplateEncoder
+from hardprompts.templates import TemplateEncoder, Values
 
 __all__ = ["EmbeddingScorer", "SlotEncoded", "encode_with_prompt_slot", "prompt_nll"]
 
@@ -53,12 +53,12 @@ class SlotEncoded:
 
 
 def encode_with_prompt_slot(
-    encoder: TemplateEncoder, x: str, length: int, placeholder: int
+    encoder: TemplateEncoder, x: Values, length: int, placeholder: int
 ) -> SlotEncoded:
     """Encode input ``x`` with ``length`` placeholder tokens in the template's prompt slot.
 
-    Mirrors :meth:`TemplateEncoder.encode` (same segments, same truncation of the input from its
-    end) with the prompt's ids replaced by ``length`` copies of ``placeholder``. The literal text
+    Mirrors :meth:`TemplateEncoder.encode` (same segments, same truncation of the input fields,
+    :meth:`TemplateEncoder.truncate`) with the prompt's ids replaced by ``length`` copies of ``placeholder``. The literal text
     in front of ``{prompt}`` is kept up to its trailing whitespace, which the first prompt token
     carries (see the module docstring).
     """
@@ -83,20 +83,10 @@ def encode_with_prompt_slot(
         else:
             parts.append(encoded[i])
             i += 1
-    total = len(encoder.lead) + len(encoder.trail) + sum(len(ids) for _, ids in parts)
-    excess = total - encoder.max_length
+    parts = encoder.truncate(parts)  # the input fields only, longest first
     ids = list(encoder.lead)
     position = prompt_start = -1
     for slot, seg_ids in parts:
-        if slot == "x" and excess > 0:
-            keep = len(seg_ids) - excess
-            if keep < 1:
-                raise ConfigError(
-                    f"the template and a {length}-token prompt alone take "
-                    f"{total - len(seg_ids)} tokens, over the target's limit of "
-                    f"{encoder.max_length}; shorten the prompt or the template"
-                )
-            seg_ids = seg_ids[:keep]
         if slot == "prompt":
             prompt_start = len(ids)
         ids.extend(seg_ids)
