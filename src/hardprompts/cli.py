@@ -71,11 +71,19 @@ def eval_cmd(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Also write the JSON here.")
     ] = None,
+    outputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--outputs",
+            help="Write one JSON line per (prompt, example): prompt, input (as in the data), "
+            "output (the generated answer or chosen option) and correct.",
+        ),
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Score prompts (or the bare template) on a split with the task's metrics (classification:
-    accuracy, per-class accuracy, gap reward)."""
-    from hardprompts.checkpoint import atomic_write_json
+    """Score prompts (or the bare template) on a split with the task's metrics: score (the task
+    metric), n, seconds; classification and multiple choice also accuracy."""
+    from hardprompts.checkpoint import atomic_write_json, atomic_write_text
     from hardprompts.errors import ConfigError
     from hardprompts.progress import CountProgress
     from hardprompts.tasks import build_task
@@ -95,7 +103,19 @@ def eval_cmd(
     task = build_task(cfg)
     n = task.num_inputs(split)
     with CountProgress(len(prompts) * n, f"scoring {split}", enabled=not as_json) as bar:
-        results = task.evaluate(prompts, split, progress=bar.advance)
+        if outputs is None:
+            results = task.evaluate(prompts, split, progress=bar.advance)
+        elif hasattr(task, "evaluate_with_outputs"):
+            results, records = task.evaluate_with_outputs(prompts, split, progress=bar.advance)
+        else:
+            raise ConfigError(f"task.kind {cfg.task.kind!r} does not write per-example --outputs")
+    if outputs is not None:
+        lines = [
+            json.dumps({"prompt": p, **record}, ensure_ascii=False)
+            for p, per_prompt in zip(prompts, records, strict=True)
+            for record in per_prompt
+        ]
+        atomic_write_text(outputs, "\n".join(lines) + "\n")
     described = task.describe(split)
     report = {
         "dataset": cfg.task.dataset,
@@ -122,8 +142,9 @@ def eval_cmd(
         )
     out.print(table)
     out.print(", ".join(f"{k} {v!r}" for k, v in described.items()))
-    if output is not None:
-        out.print(f"wrote {output}")
+    for path in (output, outputs):
+        if path is not None:
+            out.print(f"wrote {path}")
 
 
 def _cell(value) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -101,6 +102,15 @@ class TaskConfig(Section):
             "template for the target kind ('{x} {prompt} {mask} .' masked, '{x} {prompt}' causal)."
         ),
     )
+    fields: list[str] | None = Field(
+        None,
+        description=(
+            "Named input fields of a multi-field input (e.g. [passage, question]), each read from "
+            "the data column of that name and placed at {<name>} in task.template; truncation cuts "
+            "the longest field first, never the prompt or the label position. Unset: the "
+            "template's placeholders other than {prompt}/{z}/{mask} ({x}: task.text_column)."
+        ),
+    )
     text_column: str | None = Field(
         None, description="Input text column of user files. Unset: 'sentence', else 'text'."
     )
@@ -121,8 +131,17 @@ class TaskConfig(Section):
     @field_validator("template")
     @classmethod
     def _template_has_input(cls, value: str | None) -> str | None:
-        if value is not None and "{x}" not in value:
-            raise ValueError("the template must contain {x} (where the input goes)")
+        if value is not None:
+            names = set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", value)) - {
+                "prompt",
+                "z",
+                "mask",
+            }
+            if not names:
+                raise ValueError(
+                    "the template must contain {x} (where the input goes), or named input fields "
+                    "such as {passage} and {question}"
+                )
         return value
 
 
@@ -260,7 +279,10 @@ BUILTIN_PLUGINS: dict[str, dict[str, str]] = {
         "appo": "hardprompts.algorithms.appo",
         "search": "hardprompts.algorithms.search",
     },
-    "task": {},  # classification is defined in this module
+    "task": {  # classification is defined in this module
+        "generation": "hardprompts.tasks.generation",
+        "multiple_choice": "hardprompts.tasks.multiple_choice",
+    },
 }
 
 _ALGORITHMS: dict[str, type[AlgorithmConfig]] = {}

@@ -76,9 +76,14 @@ class ExampleSplit:
         return len(self.examples)
 
     @property
-    def texts(self) -> list[str]:
-        """The ``x`` field of every example (single-input tasks)."""
-        return [e.fields.get("x", e.input) for e in self.examples]
+    def texts(self) -> list:
+        """Every example's input for the template: the ``x`` text, or all fields by name."""
+        return [e.fields["x"] if list(e.fields) == ["x"] else dict(e.fields) for e in self.examples]
+
+    @property
+    def labels(self) -> list[int]:
+        """Index of every example's correct option (multiple choice)."""
+        return [e.label for e in self.examples]  # type: ignore[misc]
 
 
 @dataclass(frozen=True)

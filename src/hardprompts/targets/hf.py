@@ -137,10 +137,12 @@ class HFTarget:
         self.tokens_per_batch = tokens_per_batch
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._choice_scorer = self._generator = None  # built on first use
-        self.head = _VerbalizerHead.build(model, kind, self.verbalizer_ids)
-        if self.head is not None and not self._head_matches_full_logits():
-            self.head = None
-        if self.head is None:
+        self.head = None  # no label words (generation, multiple choice): score() is not used
+        if self.verbalizer_ids:
+            self.head = _VerbalizerHead.build(model, kind, self.verbalizer_ids)
+            if self.head is not None and not self._head_matches_full_logits():
+                self.head = None
+        if self.head is None and self.verbalizer_ids:
             log.warning(
                 "%s: no verbalizer-row head for this architecture; computing full logits at the "
                 "scored position (correct but slower)",

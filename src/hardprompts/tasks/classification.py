@@ -77,6 +77,11 @@ def resolve_task(config: ClassificationTaskConfig, kind: Kind) -> Resolved:
         raise ConfigError(
             f"task.dataset {config.dataset!r} is not a preset, so task.verbalizers must be set "
             f"(one label word per class). Presets: {', '.join(PRESETS)}"
+            + (
+                "; ii/ and bbii/ tasks are task.kind generation or multiple_choice"
+                if config.dataset.startswith(("ii/", "bbii/"))
+                else ""
+            )
         )
     return Resolved(config, template, list(verbalizers), preset)
 
@@ -94,7 +99,14 @@ def sample_demos(
             "lower algorithm.num_demos"
         )
     idx = torch.randperm(len(split), generator=generator)[:k].tolist()
-    return [(split.texts[i], verbalizers[split.labels[i]].strip()) for i in idx]
+    return [(_shown(split.texts[i]), verbalizers[split.labels[i]].strip()) for i in idx]
+
+
+def _shown(text) -> str:
+    """An input as the agent's meta-prompt shows it: the text, or each named field on a line."""
+    if isinstance(text, str):
+        return text
+    return "\n".join(f"{name}: {value}" for name, value in text.items())
 
 
 @register_task("classification")
@@ -194,19 +206,39 @@ class ClassificationTask:
     def evaluate(
         self, prompts: Sequence[str], split: str, progress: Callable[[int], None] | None = None
     ) -> list[EvalResult]:
+        return self.evaluate_with_outputs(prompts, split, progress)[0]
+
+    def evaluate_with_outputs(
+        self, prompts: Sequence[str], split: str, progress: Callable[[int], None] | None = None
+    ) -> tuple[list[EvalResult], list[list[dict[str, Any]]]]:
+        """Evaluation rows, and per prompt one record per example: ``input``, ``output`` (the
+        predicted label word, stripped) and ``correct``."""
         data = self.split(split)
         t0 = time.perf_counter()
         logits = self.target.score(list(prompts), data.texts, progress=progress)
         scores = prompt_scores(list(prompts), logits, data.labels, time.perf_counter() - t0)
-        return [
+        results = [
             EvalResult(
                 s.prompt,
                 s.accuracy,
                 s.mean_gap_reward,
-                {k: v for k, v in s.to_dict().items() if k != "prompt"},
+                {"score": s.accuracy, **{k: v for k, v in s.to_dict().items() if k != "prompt"}},
             )
             for s in scores
         ]
+        predicted = logits.argmax(-1)  # [P, N]
+        records = [
+            [
+                {
+                    "input": text,
+                    "output": self.verbalizers[int(predicted[p, n])].strip(),
+                    "correct": int(predicted[p, n]) == label,
+                }
+                for n, (text, label) in enumerate(zip(data.texts, data.labels, strict=True))
+            ]
+            for p in range(len(prompts))
+        ]
+        return results, records
 
     def report_fields(self, split: str, result: EvalResult | None) -> dict[str, Any]:
         if split == "dev":

@@ -13,14 +13,14 @@ empty split is a :class:`~hardprompts.errors.DataError` naming the file and line
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hardprompts.config import TaskConfig
 from hardprompts.errors import ConfigError, DataError
+from hardprompts.taskdata import field_values, read_rows
+from hardprompts.templates import Template
 
 SPLITS = ("train", "dev", "test")
 SPLIT_SEEDS = ("16-100", "16-13", "16-21", "16-42", "16-87")
@@ -166,50 +166,51 @@ def load_split(config: TaskConfig, split: str, num_classes: int) -> Split:
     if config.dataset.startswith("hf:"):
         return _load_hf(config, split, num_classes)
     path = split_path(config, split)
-    return read_examples(path, num_classes, config.text_column, config.label_column, split)
+    return read_examples(
+        path, num_classes, config.text_column, config.label_column, split, input_fields(config)
+    )
+
+
+def input_fields(config: TaskConfig) -> list[str] | None:
+    """The named input fields of a multi-field template (``task.fields``, else the template's
+    placeholders); None for a single ``{x}`` input."""
+    if config.template is None:
+        if config.fields not in (None, ["x"]):
+            raise ConfigError("task.fields names input fields, so set task.template to place them")
+        return None
+    kind = "masked" if "{mask}" in config.template else "causal"  # only the fields matter here
+    fields = list(Template.parse(config.template, kind, config.fields).fields)
+    return None if fields == ["x"] else fields
 
 
 def read_examples(
-    path: Path, num_classes: int, text_column: str | None, label_column: str, split: str = "data"
+    path: Path,
+    num_classes: int,
+    text_column: str | None,
+    label_column: str,
+    split: str = "data",
+    fields: list[str] | None = None,
 ) -> Split:
-    """Read a TSV, CSV or JSONL file of (text, integer label) rows, checking every row."""
-    suffix = path.suffix.lower()
-    rows: list[tuple[int, dict]] = []
-    if suffix in (".tsv", ".csv"):
-        with path.open(encoding="utf-8", newline="") as fh:
-            delimiter = "\t" if suffix == ".tsv" else ","
-            quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
-            reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path}: the file is empty (expected a header row, then examples)")
-            for lineno, values in enumerate(reader, start=2):
-                if not values:
-                    continue
-                if len(values) != len(header):
-                    raise DataError(
-                        f"{path}, line {lineno}: {len(values)} fields, the header has {len(header)} "
-                        f"({', '.join(header)})"
-                    )
-                rows.append((lineno, dict(zip(header, values, strict=True))))
-        columns = header
-    elif suffix == ".jsonl":
-        columns = None
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}, line {lineno}: expected a JSON object per line")
-                rows.append((lineno, record))
-                columns = columns or list(record)
-        columns = columns or []
-    else:
-        raise DataError(f"{path}: unsupported file type {suffix!r}; use .tsv, .csv or .jsonl")
+    """Read a TSV, CSV or JSONL file of (text, integer label) rows, checking every row.
+
+    With ``fields`` (a multi-field template), each text is a mapping of those fields, read from
+    the columns of the same names (``x`` from the text column)."""
+    columns, rows = read_rows(path)
+    if fields is not None:
+        mapping = {f: (text_column or "text") if f == "x" else f for f in fields}
+        if label_column not in columns:
+            raise DataError(
+                f"{path}: no label column {label_column!r}; columns are {columns}; set task.label_column"
+            )
+        texts, labels = [], []
+        for lineno, row in rows:
+            texts.append(field_values(path, columns, row, lineno, mapping))
+            labels.append(
+                _parse_label(row.get(label_column), num_classes, f"{path}, line {lineno}")
+            )
+        if not texts:
+            raise DataError(f"{path}: the {split} split has no examples")
+        return Split(split, texts, labels, str(path))
 
     text_col = text_column or next((c for c in ("sentence", "text") if c in columns), None)
     if text_col is None or text_col not in columns:
