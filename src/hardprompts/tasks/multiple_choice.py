@@ -178,6 +178,16 @@ class MultipleChoiceTask(ExampleTask):
 
     # -- scores --------------------------------------------------------------------------------
 
+    def applied(self, prompt: str, example: Example) -> tuple[str, list[str]]:
+        """The target's text for (prompt, example), its fields cut to leave room for the longest
+        option, and the options as scored (after ``task.choice_prefix``)."""
+        conts = [self.choice_prefix + c for c in example.choices]
+        reserve = 0
+        if self.encoder is not None:
+            tok = self.encoder.tokenizer
+            reserve = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in conts) + 1
+        return self.render(prompt, example, reserve), conts
+
     def choice_scores(
         self, prompts: Sequence[str], examples: Sequence[Example], progress: Progress | None = None
     ) -> torch.Tensor:
@@ -185,11 +195,8 @@ class MultipleChoiceTask(ExampleTask):
         texts, options = [], []
         for p in prompts:
             for e in examples:
-                conts = [self.choice_prefix + c for c in e.choices]
-                reserve = 0
-                if self.encoder is not None:
-                    reserve = max(len(self.encoder._tok(c)) for c in conts) + 1
-                texts.append(self.render(p, e, reserve))
+                text, conts = self.applied(p, e)
+                texts.append(text)
                 options.append(conts)
         # Contract 3: each text's cache computed once, shared by its options.
         logps = self.target.continuation_logprobs(texts, options)
