@@ -33,6 +33,7 @@ def test_eval_json_on_sst2_dev(fsc_dir, tiny_gpt2, tmp_path):
     for r in rows:
         assert set(r) == {
             "prompt",
+            "score",
             "accuracy",
             "per_class_accuracy",
             "mean_gap_reward",
@@ -40,6 +41,7 @@ def test_eval_json_on_sst2_dev(fsc_dir, tiny_gpt2, tmp_path):
             "seconds",
         }
         assert r["n"] == 32 and 0 <= r["accuracy"] <= 1 and len(r["per_class_accuracy"]) == 2
+        assert r["score"] == r["accuracy"]  # the task metric of classification
         # 16 examples per class: overall accuracy is the mean of the two class accuracies
         assert r["accuracy"] == pytest.approx(sum(r["per_class_accuracy"]) / 2)
 
