@@ -239,6 +239,7 @@ def test_classification_rewards_and_evaluation_are_the_papers():
     assert (a.score, b.score) == (0.5, 0.5) and (a.tiebreak, b.tiebreak) == pytest.approx((50, 5))
     assert set(a.to_dict()) == {
         "prompt",
+        "score",
         "accuracy",
         "per_class_accuracy",
         "mean_gap_reward",

@@ -132,6 +132,14 @@ def eval_cmd(
         return
     table = Table(title=f"{cfg.task.dataset} {split} ({n} examples) on {cfg.target.model}")
     columns = [k for k in results[0].metrics if k != "n"]
+    same = [
+        k
+        for k in columns
+        if k != "score" and all(r.metrics[k] == r.metrics.get("score") for r in results)
+    ]
+    if same:  # the score is another column (classification, multiple choice: accuracy)
+        columns.remove("score")
+        described = {**described, "score": same[0]}
     table.add_column("prompt", justify="left")
     for col in columns:
         table.add_column(col.replace("_", " ").replace("per class", "per-class"), justify="right")
@@ -233,7 +241,13 @@ def config_cmd(
     """Print the merged configuration as YAML (or, with --fields, the reference of every field)."""
     import yaml
 
-    from hardprompts.config import algorithm_config_class, algorithm_names, describe_fields
+    from hardprompts.config import (
+        algorithm_config_class,
+        algorithm_names,
+        describe_fields,
+        task_config_class,
+        task_kinds,
+    )
 
     if fields:
         table = Table(title="configuration fields")
@@ -241,6 +255,15 @@ def config_cmd(
             table.add_column(col)
         for row in describe_fields():
             table.add_row(*row)
+        shown = {row[:2] for row in describe_fields()}  # (field, default) of classification
+        for kind in task_kinds():  # the other task families' own fields
+            extra = [
+                r for r in describe_fields(task_config_class(kind), "task.") if r[0] not in shown
+            ]
+            if kind != "classification" and extra:
+                table.add_section()
+                for field, default, doc in extra:
+                    table.add_row(f"{field} [dim]({kind})[/]", default, doc)
         for name in algorithm_names():
             table.add_section()
             for field, default, doc in describe_fields(algorithm_config_class(name), "algorithm."):

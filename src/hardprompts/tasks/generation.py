@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hardprompts.config import register_task_config
 from hardprompts.errors import ConfigError, DataError, TargetError
@@ -57,11 +57,19 @@ class GenerationTaskConfig(ExampleTaskConfig):
         description="How an answer is scored. auto: the task's own (ii: the instruction-induction "
         "paper's per-task metric; bbii: exact_str_match; user files: em).",
     )
-    max_new_tokens: int = Field(
-        32,
-        ge=1,
-        description="Most tokens of a generated answer (ii/bbii answers are short; our choice).",
+    max_new_tokens: int | Literal["auto"] = Field(
+        "auto",
+        description="Most tokens of a generated answer. auto (our choice): the longest train answer "
+        "in the target's tokens plus 8 (32 for a target without a tokenizer).",
     )
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _positive(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("max_new_tokens must be at least 1, or auto")
+        return value
+
     stop: str | None = Field(
         "auto",
         description="The answer ends before this string. auto: the task's stop_string (bbii), else a "
@@ -99,7 +107,7 @@ class GenerationTask(ExampleTask):
         self.stop = cfg.stop
         if self.stop == "auto":
             self.stop = self.info.stop if self.info is not None else "\n"
-        self.max_new_tokens = cfg.max_new_tokens
+        self._max_new_tokens = cfg.max_new_tokens
         regex = self.info.output_regex if self.info is not None else None
         if self.metric_name == "exact_str_match":
             self.metric = lambda pred, answers: exact_str_match(pred, answers, regex)
@@ -129,6 +137,21 @@ class GenerationTask(ExampleTask):
                 raise DataError(
                     f"{split.source}: example {i} has no answer (is this a multiple-choice task?)"
                 )
+
+    @property
+    def max_new_tokens(self) -> int:
+        """``task.max_new_tokens``, resolved from the train answers when it is auto."""
+        if self._max_new_tokens == "auto":
+            tok = getattr(self.target, "tokenizer", None)
+            if tok is None:
+                self._max_new_tokens = 32
+            else:
+                answers = [a for e in self.split("train").examples for a in e.answers]
+                longest = max(
+                    len(tok(" " + a, add_special_tokens=False)["input_ids"]) for a in answers
+                )
+                self._max_new_tokens = longest + 8
+        return self._max_new_tokens  # type: ignore[return-value]
 
     def desired_output(self, example: Example) -> str:
         return example.answers[0]
@@ -170,4 +193,9 @@ class GenerationTask(ExampleTask):
         return TaskRewards(reward.accuracy_weight * metric, metrics={"score": metric})
 
     def describe(self, split: str) -> dict[str, Any]:
-        return {**super().describe(split), "metric": self.metric_name, "stop": self.stop}
+        return {
+            **super().describe(split),
+            "metric": self.metric_name,
+            "stop": self.stop,
+            "max_new_tokens": self.max_new_tokens,
+        }
