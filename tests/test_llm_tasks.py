@@ -59,6 +59,11 @@ def same_run(a: dict, b: dict) -> bool:
     }
 
 
+def scorer_only(tiny_gpt2) -> dict:
+    """An algorithm section for tests that only build the task (eval, rewards)."""
+    return {"name": "search", "agent_model": str(tiny_gpt2)}
+
+
 def agent(name: str, **extra) -> dict:
     return {"name": name, "agent_model": extra.pop("agent_model"), **TINY_AGENT, **extra}
 
@@ -70,10 +75,7 @@ def agent(name: str, **extra) -> dict:
 def test_generation_reward_is_30_times_the_metric(tiny_gpt2, tmp_path):
     cfg = load_config(
         write(
-            tmp_path,
-            tiny_gpt2,
-            task_section("generation", "ii/antonyms"),
-            {"name": "search", "agent_model": str(tiny_gpt2)},
+            tmp_path, tiny_gpt2, task_section("generation", "ii/antonyms"), scorer_only(tiny_gpt2)
         )
     )
     task = build_task(cfg)
@@ -99,7 +101,7 @@ def test_multiple_choice_rewards_are_the_classification_rewards_over_options(tin
             tmp_path,
             tiny_gpt2,
             task_section("multiple_choice", "bbii/snarks"),
-            {"name": "search", "agent_model": str(tiny_gpt2)},
+            scorer_only(tiny_gpt2),
         )
     )
     task = build_task(cfg)
@@ -125,7 +127,7 @@ def test_eval_writes_outputs_per_example(tiny_gpt2, tmp_path):
         tmp_path,
         tiny_gpt2,
         task_section("multiple_choice", "bbii/snarks"),
-        {"name": "search", "agent_model": str(tiny_gpt2)},
+        scorer_only(tiny_gpt2),
     )
     out = tmp_path / "out.jsonl"
     res = runner.invoke(app, ["eval", "-c", str(config), "--prompt", "Which statement is sarcastic?",
@@ -251,7 +253,7 @@ def test_boolq_shaped_user_file_through_eval(tiny_gpt2, tmp_path):
         "fields": ["passage", "question"],
         "verbalizers": [" terrible", " great"],
     }
-    config = write(tmp_path, tiny_gpt2, task, {"name": "search", "agent_model": str(tiny_gpt2)})
+    config = write(tmp_path, tiny_gpt2, task, scorer_only(tiny_gpt2))
     out = tmp_path / "out.jsonl"
     res = runner.invoke(app, ["eval", "-c", str(config), "--prompt", "It was", "--json",
                               "--set", "target.max_length=40", "--outputs", str(out)])  # fmt: skip
@@ -273,7 +275,7 @@ def test_bad_input_messages(tiny_gpt2, tmp_path):
         tmp_path,
         tiny_gpt2,
         task_section("generation", "ii/antonym"),
-        {"name": "search", "agent_model": str(tiny_gpt2)},
+        scorer_only(tiny_gpt2),
     )
     res = runner.invoke(app, ["eval", "-c", str(config)])
     assert (
@@ -284,7 +286,7 @@ def test_bad_input_messages(tiny_gpt2, tmp_path):
         tmp_path,
         tiny_gpt2,
         task_section("generation", "bbii/snarks"),
-        {"name": "search", "agent_model": str(tiny_gpt2)},
+        scorer_only(tiny_gpt2),
     )
     res = runner.invoke(app, ["eval", "-c", str(config)])
     assert (
@@ -299,7 +301,7 @@ def test_bad_input_messages(tiny_gpt2, tmp_path):
         tmp_path,
         tiny_gpt2,
         {"kind": "multiple_choice", "dataset": str(folder)},
-        {"name": "search", "agent_model": str(tiny_gpt2)},
+        scorer_only(tiny_gpt2),
     )
     res = runner.invoke(app, ["eval", "-c", str(config), "--split", "dev"])
     assert res.exit_code == 2 and "no correct choice" in res.output

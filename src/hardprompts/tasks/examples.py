@@ -86,6 +86,7 @@ class ExampleTask:
     """
 
     kind = "examples"
+    default_template = "{prompt}\nInput: {x}\nOutput:"
     score_name = "score"
     tiebreak_name = "score"
     deterministic_rewards = True  # greedy / likelihood scoring of fixed inputs: no sampling
@@ -94,7 +95,7 @@ class ExampleTask:
         self,
         target: Any,
         *,
-        template: str,
+        template: str | None = None,
         config: ExampleTaskConfig | None = None,
         info: BenchmarkTask | None = None,
         splits: dict[str, ExampleSplit] | None = None,
@@ -102,6 +103,7 @@ class ExampleTask:
         self.target = target
         self.config = config
         self.info = info
+        template = template or (config.template if config else None) or self.default_template
         self.template = template
         fields = config.fields if config is not None else None
         self.parsed = Template.parse(template, "causal", fields)

@@ -87,15 +87,12 @@ class GenerationTask(ExampleTask):
 
     kind = "generation"
 
+    default_template = DEFAULT_TEMPLATE
+
     def __init__(
         self, target: Any, *, config: GenerationTaskConfig | None = None, **kwargs
     ) -> None:
-        template = (
-            kwargs.pop("template", None)
-            or (config.template if config else None)
-            or DEFAULT_TEMPLATE
-        )
-        super().__init__(target, template=template, config=config, **kwargs)
+        super().__init__(target, config=config, **kwargs)
         if getattr(target, "kind", "causal") == "masked" or not hasattr(target, "generate"):
             raise TargetError(
                 f"this {type(target).__name__} cannot generate text; a generation task needs a causal or served target"

@@ -88,15 +88,12 @@ class MultipleChoiceTask(ExampleTask):
     score_name = "accuracy"
     tiebreak_name = "mean_gap_reward"
 
+    default_template = DEFAULT_TEMPLATE
+
     def __init__(
         self, target: Any, *, config: MultipleChoiceTaskConfig | None = None, **kwargs
     ) -> None:
-        template = (
-            kwargs.pop("template", None)
-            or (config.template if config else None)
-            or DEFAULT_TEMPLATE
-        )
-        super().__init__(target, template=template, config=config, **kwargs)
+        super().__init__(target, config=config, **kwargs)
         if getattr(target, "kind", "causal") == "masked" or not hasattr(
             target, "continuation_logprobs"
         ):
