@@ -71,3 +71,30 @@ def test_too_long_is_a_clear_error(lm):
     gen = TextGenerator(model, tok, max_length=12)
     with pytest.raises(TargetError, match="shorten the input or max_new_tokens"):
         gen.generate(["This movie was great and the acting"], max_new_tokens=8)
+
+
+def test_hf_target_without_label_words_generates_and_scores_choices(lm, tiny_roberta):
+    from hardprompts.targets.choices import ChoiceScorer
+    from hardprompts.targets.hf import HFTarget
+
+    model, tok = lm
+    target = HFTarget(model, tok, "causal", "{x} {prompt}", [], max_length=64)
+    assert target.head is None
+    assert target.generate(TEXTS, max_new_tokens=6) == TextGenerator(
+        model, tok, max_length=64
+    ).generate(TEXTS, max_new_tokens=6)
+    options = [[" great", " bad"]] * len(TEXTS)
+    assert target.continuation_logprobs(TEXTS, options) == ChoiceScorer(
+        model, tok, max_length=64
+    ).logprobs(TEXTS, options)
+    from transformers import AutoModelForMaskedLM
+
+    masked = HFTarget(
+        AutoModelForMaskedLM.from_pretrained(tiny_roberta).eval(),
+        AutoTokenizer.from_pretrained(tiny_roberta),
+        "masked",
+        "{x} {prompt} {mask} .",
+        [],
+    )
+    with pytest.raises(TargetError, match="masked-LM target cannot generate"):
+        masked.generate(["a"])
