@@ -198,14 +198,14 @@ def choice_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_rlprompt_and_pez_run_on_multiple_choice(tiny_gpt2, tmp_path):
+def test_rlprompt_pez_and_softprompt_run_on_multiple_choice(tiny_gpt2, tmp_path):
     task = {
         "kind": "multiple_choice",
         "dataset": str(choice_folder(tmp_path)),
         "template": "{x} {prompt}",
     }
     policy = {"model": str(tiny_gpt2), "prompt_length": 2, "mlp_hidden": 8}
-    for name in ("rlprompt", "pez"):
+    for name in ("rlprompt", "pez", "softprompt"):
         algo = {
             "name": name,
             **(
