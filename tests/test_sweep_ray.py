@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_models import make_tiny_reviews
 from typer.testing import CliRunner
 
 from hardprompts.cli import app
@@ -41,21 +42,7 @@ def _base(model, data) -> dict:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """Two few-shot split seeds of the shipped review set, and 48 test reviews (small: fast)."""
-    import hardprompts
-
-    shipped = Path(hardprompts.__file__).parent / "demo_data"
-    rows = {n: shipped.joinpath(f"{n}.tsv").read_text().splitlines() for n in ("train", "dev")}
-    test = shipped.joinpath("test.tsv").read_text().splitlines()
-    root = tmp_path_factory.mktemp("data")
-    root.joinpath("test.tsv").write_text("\n".join(test[:49]) + "\n")
-    for k, seed in enumerate(SEEDS):
-        (root / seed).mkdir()
-        for name, lines in rows.items():
-            header, body = lines[0], lines[1:]
-            picked = body[k::2][:12]  # a different few-shot split per seed
-            (root / seed / f"{name}.tsv").write_text("\n".join([header, *picked]) + "\n")
-    return root
+    return make_tiny_reviews(tmp_path_factory.mktemp("data"), SEEDS)
 
 
 def _results(root: Path) -> dict[str, dict]:
