@@ -86,20 +86,21 @@ def local_sweep(tiny_gpt2, data, tmp_path_factory):
     return where / "sweep"
 
 
+def _ray_sweep(model, data, overrides=None, **kwargs):
+    """The module's grid into ./sweep on the Ray backend (on the module's Ray)."""
+    return run_sweep(
+        _base(model, data), METHODS, [0.0], SEEDS, "sweep", overrides, backend="ray",
+        show_progress=False, **kwargs,
+    )  # fmt: skip
+
+
 def test_ray_sweep_equals_local_results_and_report(
     ray_cluster, local_sweep, tiny_gpt2, data, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
     ended = []
-    outcomes = run_sweep(
-        _base(tiny_gpt2, data),
-        METHODS,
-        [0.0],
-        SEEDS,
-        "sweep",
-        backend="ray",
-        show_progress=False,
-        on_cell=lambda cell, status: ended.append((str(cell.out_dir), status)),
+    outcomes = _ray_sweep(
+        tiny_gpt2, data, on_cell=lambda cell, status: ended.append((str(cell.out_dir), status))
     )
     assert [o.status for o in outcomes] == ["ran"] * 4
     assert sorted(ended) == sorted((str(o.cell.out_dir), "ran") for o in outcomes)
@@ -115,10 +116,7 @@ def test_ray_sweep_equals_local_results_and_report(
     assert len({h["token"] for h in holders}) == 1
 
     # The same command again skips every cell.
-    again = run_sweep(
-        _base(tiny_gpt2, data), METHODS, [0.0], SEEDS, "sweep", backend="ray",
-        show_progress=False,
-    )  # fmt: skip
+    again = _ray_sweep(tiny_gpt2, data)
     assert [o.status for o in again] == ["skipped"] * 4
     assert [o.result for o in again] == [o.result for o in outcomes]
 
@@ -128,15 +126,8 @@ def test_a_failing_cell_is_reported_while_the_others_finish(
 ):
     monkeypatch.chdir(tmp_path)
     missing = tmp_path / "no-such-model"
-    outcomes = run_sweep(
-        _base(tiny_gpt2, data),
-        METHODS,
-        [0.0],
-        SEEDS,
-        "sweep",
-        {"pez": [], "softprompt": [f"target.model={missing}"]},
-        backend="ray",
-        show_progress=False,
+    outcomes = _ray_sweep(
+        tiny_gpt2, data, {"pez": [], "softprompt": [f"target.model={missing}"]}
     )
     status = {str(o.cell.out_dir): o.status for o in outcomes}
     assert status == {

@@ -33,6 +33,7 @@ from typing import Any
 
 from hardprompts.checkpoint import atomic_write_text
 from hardprompts.errors import ConfigError, HardpromptsError
+from hardprompts.progress import GridProgress
 from hardprompts.sweep import Cell, CellOutcome, lock_holder, run_cell, write_plan
 
 __all__ = ["INSTALL_HINT", "import_ray", "run_cells_on_ray"]
@@ -200,47 +201,6 @@ def _check_storage(ray, root: Path, cpus: float, gpus: float) -> None:
         )
 
 
-class _GridBar:
-    """One bar for the grid: cells done / running / failed / queued."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        from hardprompts.progress import console
-
-        self.progress = Progress(
-            TextColumn("[bold]sweep"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not enabled,
-        )
-        self.task = self.progress.add_task("sweep", total=total, info="")
-        self.console = console
-
-    def __enter__(self) -> _GridBar:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def update(self, done: int, running: int, failed: int, queued: int) -> None:
-        info = f"done {done}  running {running}  failed {failed}  queued {queued}"
-        self.progress.update(self.task, completed=done + failed, info=info)
-
-    def note(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False, markup=False, soft_wrap=True)
-
-
 def _running(cells: Sequence[Cell], token: str) -> int:
     """Cells of this sweep whose lock a worker holds now (it wrote this sweep's token there)."""
     return sum((lock_holder(c.out_dir) or {}).get("token") == token for c in cells)
@@ -317,7 +277,7 @@ def _drive(ray, cells, cpus: float, gpus: float, show_progress: bool, on_cell) -
         pending[ref] = i
     done = len(outcomes)
     failed = 0
-    with _GridBar(len(cells), show_progress) as bar:
+    with GridProgress(len(cells), enabled=show_progress) as bar:
         try:
             while pending:
                 running = _running([cells[i] for i in pending.values()], token)
