@@ -61,7 +61,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("policies", ["policy", "agent"]),
     ("algorithms", ["algorithms"]),
     ("loop", ["training"]),
-    ("apps", ["demo", "sweep", "report", "cli"]),
+    ("apps", ["demo", "sweep", "sweep_ray", "report", "cli"]),
 ]
 
 

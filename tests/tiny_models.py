@@ -147,3 +147,23 @@ TINY_AGENT = {
     "demo_max_tokens": 8,
     "max_prompt_tokens": 8,
 }
+
+
+def make_tiny_reviews(root: str | Path, seeds=("16-100", "16-13"), per_split: int = 12) -> Path:
+    """A small dataset folder from the review set shipped with hardprompts: for each split seed
+    ``<seed>/{train,dev}.tsv`` (``per_split`` rows, a different subset per seed) and 48 test rows
+    in ``test.tsv``; labels 0/1 (verbalizers " terrible" / " great")."""
+    import hardprompts
+
+    shipped = Path(hardprompts.__file__).parent / "demo_data"
+    root = Path(root)
+    test = shipped.joinpath("test.tsv").read_text().splitlines()
+    root.mkdir(parents=True, exist_ok=True)
+    root.joinpath("test.tsv").write_text("\n".join(test[:49]) + "\n")
+    for k, seed in enumerate(seeds):
+        (root / seed).mkdir(exist_ok=True)
+        for name in ("train", "dev"):
+            header, *body = shipped.joinpath(f"{name}.tsv").read_text().splitlines()
+            picked = body[k :: len(seeds)][:per_split]
+            (root / seed / f"{name}.tsv").write_text("\n".join([header, *picked]) + "\n")
+    return root

@@ -24,10 +24,17 @@ from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from hardprompts.config import AlgorithmConfig
+from hardprompts.config import (
+    AlgorithmConfig,
+    DeviceMap,
+    MaxMemory,
+    check_placement,
+    device_map_field,
+    max_memory_field,
+)
 from hardprompts.errors import ConfigError
 
 __all__ = [
@@ -67,6 +74,8 @@ class AgentConfig(AlgorithmConfig):
         ),
     )
     agent_device: str = Field("auto", description="torch device of the agent; auto = cuda if any.")
+    agent_device_map: DeviceMap | None = device_map_field("agent (its LoRA adapters follow)")
+    agent_max_memory: MaxMemory | None = max_memory_field()
     agent_dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32",
         description="Agent weights' dtype (LoRA weights stay float32). StablePrompt: bfloat16.",
@@ -175,6 +184,13 @@ class AgentConfig(AlgorithmConfig):
         if any(not s for s in value):
             raise ValueError("stop strings must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _agent_placement(self) -> AgentConfig:
+        check_placement(
+            "algorithm.agent_", self.agent_device, self.agent_device_map, self.agent_max_memory
+        )
+        return self
 
 
 class PromptPool:
@@ -314,15 +330,21 @@ class PromptAgent:
     def from_config(cls, cfg: AgentConfig, *, lora=None, seed: int = 0) -> PromptAgent:
         """Load ``cfg.agent_model`` (and its tokenizer) and build the agent."""
         from hardprompts.errors import ModelLoadError
-        from hardprompts.modeling import load_lm, load_tokenizer
+        from hardprompts.modeling import load_lm, load_tokenizer, placement
 
         try:
             tokenizer = load_tokenizer(cfg.agent_model)
             model = load_lm(
-                cfg.agent_model, "causal", device=cfg.agent_device, dtype=cfg.agent_dtype
+                cfg.agent_model, "causal", dtype=cfg.agent_dtype, **placement(cfg, "agent_")
             )
         except ModelLoadError as exc:
             raise ModelLoadError(f"algorithm.agent_model: {exc}") from None
+        if lora is not None and any(p.is_meta for p in model.parameters()):
+            raise ConfigError(
+                "algorithm.agent_device_map offloaded some of the agent's layers to disk; their "
+                "LoRA adapters need them in GPU or CPU memory: raise algorithm.agent_max_memory "
+                "or add devices"
+            )
         return cls(
             model,
             tokenizer,

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hardprompts.errors import HardpromptsError
@@ -42,7 +43,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except HardpromptsError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -298,6 +299,26 @@ def sweep_cmd(
         ),
     ] = None,
     set_: SetOpt = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="local: cells one after another in this process; ray: every cell a Ray task, "
+            'in parallel (pip install "hardprompts[ray]"; README, Scaling out).'
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--backend ray: auto (the cluster of `ray start`) or ray://HOST:10001; "
+            "unset: a new Ray on this machine."
+        ),
+    ] = None,
+    cpus_per_cell: Annotated[
+        float | None, typer.Option(help="--backend ray: CPUs of each cell's task (default 1).")
+    ] = None,
+    gpus_per_cell: Annotated[
+        float | None, typer.Option(help="--backend ray: GPUs of each cell's task (default 0).")
+    ] = None,
 ) -> None:
     """Run method x α x split seed, one training run per cell; finished cells are skipped and
     interrupted ones resume. Then `hardprompts report DIR`."""
@@ -306,9 +327,17 @@ def sweep_cmd(
     base = _load(config, set_).to_dict()  # validated here; each cell is validated again
     method_list = parse_list(methods, "methods")
     overrides = parse_method_overrides(method_set or [], method_list)
+    ray_options = {
+        k: v
+        for k, v in dict(
+            address=address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell
+        ).items()
+        if v is not None
+    }
 
     def announce(cell, status: str) -> None:
-        out.print(f"[bold]{status:>8}[/] {cell.out_dir}")
+        if status != "failed":  # the ray backend reports a failure with its error as it happens
+            out.print(f"[bold]{status:>8}[/] {cell.out_dir}")
 
     outcomes = run_sweep(
         base,
@@ -318,12 +347,26 @@ def sweep_cmd(
         out_dir,
         overrides,
         on_cell=announce,
+        backend=backend,
+        **ray_options,
     )
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ran", "resumed", "skipped")}
+    statuses = ("ran", "resumed", "skipped", "failed")
+    counts = {s: sum(o.status == s for o in outcomes) for s in statuses}
+    if not counts["failed"]:
+        del counts["failed"]
     out.print(
         ", ".join(f"{n} {s}" for s, n in counts.items())
         + f"; now run: hardprompts report {out_dir}"
     )
+    failures = [o for o in outcomes if o.status == "failed"]
+    if failures:
+        err.print(
+            f"[bold red]{len(failures)} failed:[/] "
+            + ", ".join(str(o.cell.out_dir) for o in failures)
+            + "\nfix them and run the same command again: finished cells are kept",
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 @app.command("report")

@@ -59,6 +59,43 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+DeviceMap = str | dict[str, int | str]
+MaxMemory = dict[int | str, int | str]
+
+
+def device_map_field(what: str) -> Any:
+    """The ``device_map`` field of a model's section (target, policy LM, agent)."""
+    return Field(
+        None,
+        description=(
+            f"Load the {what} through accelerate's big-model path, for a model too big for one "
+            "device: 'auto' (or 'balanced', 'balanced_low_0', 'sequential', or a mapping "
+            "{module: device}) spreads its layers over the GPUs, then CPU memory. The device "
+            "field must then stay auto. Unset: the whole model on one device."
+        ),
+    )
+
+
+def max_memory_field() -> Any:
+    """The ``max_memory`` field that goes with :func:`device_map_field`."""
+    return Field(
+        None,
+        description="With device_map: the most memory per device, e.g. {0: 70GiB, 1: 70GiB, "
+        "cpu: 200GiB} (GPU index or 'cpu'). Unset: what each device has free.",
+    )
+
+
+def check_placement(section: str, device: str, device_map: Any, max_memory: Any) -> None:
+    """device_map excludes a device other than auto; max_memory needs device_map."""
+    if device_map is not None and device != "auto":
+        raise ValueError(
+            f"{section}device is {device!r} and {section}device_map is set; set only one "
+            f"(device_map places the model itself; leave {section}device at auto)"
+        )
+    if max_memory is not None and device_map is None:
+        raise ValueError(f"{section}max_memory needs {section}device_map (e.g. auto)")
+
+
 class TaskConfig(Section):
     """Base of the task sections: the fields every task family shares; ``kind`` selects the family.
 
@@ -222,11 +259,14 @@ class TargetConfig(Section):
     )
     request_timeout_s: float = Field(60.0, gt=0, description="kind=openai: seconds per request.")
     max_concurrency: int = Field(8, ge=1, description="kind=openai: requests in flight at once.")
+    device_map: DeviceMap | None = device_map_field("target")
+    max_memory: MaxMemory | None = max_memory_field()
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> TargetConfig:
         if self.kind == "openai" and not self.base_url:
             raise ValueError("target.kind is 'openai' but target.base_url is not set")
+        check_placement("target.", self.device, self.device_map, self.max_memory)
         return self
 
 
@@ -243,6 +283,13 @@ class PolicyConfig(Section):
         2048, ge=1, description="Hidden width of the trainable MLP head (RLPrompt: 2048)."
     )
     device: str = Field("auto", description="torch device; auto = cuda when available, else cpu.")
+    device_map: DeviceMap | None = device_map_field("policy's LM")
+    max_memory: MaxMemory | None = max_memory_field()
+
+    @model_validator(mode="after")
+    def _placement(self) -> PolicyConfig:
+        check_placement("policy.", self.device, self.device_map, self.max_memory)
+        return self
 
 
 class AlgorithmConfig(Section):

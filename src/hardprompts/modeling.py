@@ -9,7 +9,7 @@ through and defaults to off.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -110,6 +110,25 @@ def pick_device(device: str) -> torch.device:
         raise ModelLoadError(f"invalid device {device!r}: {exc}") from None
 
 
+def placement(section: Any, prefix: str = "") -> dict[str, Any]:
+    """``device``, ``device_map`` and ``max_memory`` of a config section, for :func:`load_lm`.
+
+    ``prefix`` names prefixed fields, e.g. ``"agent_"`` for ``agent_device``, ...
+    """
+    return {
+        "device": getattr(section, f"{prefix}device"),
+        "device_map": getattr(section, f"{prefix}device_map", None),
+        "max_memory": getattr(section, f"{prefix}max_memory", None),
+    }
+
+
+def _max_memory(max_memory: dict | None) -> dict | None:
+    """GPU indices as ints (YAML and JSON give '0'), as accelerate expects."""
+    if max_memory is None:
+        return None
+    return {int(k) if str(k).isdigit() else k: v for k, v in max_memory.items()}
+
+
 def load_lm(
     name: str,
     kind: Literal["masked", "causal"],
@@ -117,19 +136,35 @@ def load_lm(
     device: str = "auto",
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
 ):
-    """Load a frozen (eval mode, no grad) masked or causal LM."""
+    """Load a frozen (eval mode, no grad) masked or causal LM.
+
+    With ``device_map`` the model is loaded through accelerate's big-model path
+    (``from_pretrained(device_map=..., max_memory=...)``): its layers are spread over the devices
+    and accelerate's hooks move activations between them; ``device`` is then not used. The
+    model's inputs go to the device of its first parameters (the embeddings), as without.
+    """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
     cls = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
     path = resolve_model_path(name)
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "trust_remote_code": trust_remote_code}
+    if device_map is not None:
+        kwargs.update(device_map=device_map, max_memory=_max_memory(max_memory))
     try:
-        model = cls.from_pretrained(
-            path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
-        )
+        model = cls.from_pretrained(path, **kwargs)
     except Exception as exc:
+        if device_map is not None and Path(path).exists():
+            raise ModelLoadError(
+                f"could not place the {kind} LM {name!r} with device_map={device_map!r}, "
+                f"max_memory={max_memory!r}: raise max_memory or add devices.\n"
+                f"  cause: {type(exc).__name__}: {exc}"
+            ) from None
         raise _load_error(name, f"{kind} LM", exc) from None
-    model.to(pick_device(device))
+    if device_map is None:
+        model.to(pick_device(device))
     model.eval()
     model.requires_grad_(False)
     return model

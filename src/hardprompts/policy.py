@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hardprompts.errors import ConfigError
 from hardprompts.functional import soft_policy
 
 __all__ = ["PromptPolicy", "PromptSample", "build_head", "polyak_update"]
@@ -137,6 +138,11 @@ class PromptPolicy(nn.Module):
         if not isinstance(out, nn.Linear):
             raise TypeError(
                 f"the LM's output embedding must be an nn.Linear, got {type(out).__name__}"
+            )
+        if out.weight.is_meta:
+            raise ConfigError(
+                "policy.device_map offloaded the LM's output layer to disk; the policy's head "
+                "reads it on every step: raise policy.max_memory"
             )
         d = out.in_features
         if bos_token_id is None:

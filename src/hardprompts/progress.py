@@ -89,3 +89,34 @@ class CountProgress:
 
     def advance(self, n: int) -> None:
         self.progress.advance(self.task, n)
+
+
+class GridProgress:
+    """One bar for a sweep's grid: cells done / running / failed / queued, and notes above it."""
+
+    def __init__(self, total: int, *, enabled: bool = True) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("sweep", total=total, info="")
+
+    def __enter__(self) -> GridProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, done: int, running: int, failed: int, queued: int) -> None:
+        info = f"done {done}  running {running}  failed {failed}  queued {queued}"
+        self.progress.update(self.task, completed=done + failed, info=info)
+
+    def note(self, text: str) -> None:
+        """A line printed above the bar (e.g. a failed cell and its error)."""
+        self.progress.console.print(text, highlight=False, markup=False, soft_wrap=True)

@@ -16,13 +16,22 @@ A method without a perplexity term (its config has no ``perplexity_weight`` fiel
 ``softprompt``) has a single point on the trade-off curve: it runs once per seed, under
 ``alpha=0``, whatever ``--alphas`` holds.
 
-Cells run one after another in this process; two sweeps must not share a folder at once.
+Backends (``backend=``): ``local`` runs the cells one after another in this process and stops
+at the first error; ``ray`` (:mod:`hardprompts.sweep_ray`) runs every cell as a Ray task with
+declared resources, in parallel as the cluster allows, reports a failed cell with its folder and
+lets the others finish. Either way the sweep folder is the single source of truth: each cell
+runs under an exclusive lock on ``<cell>/.lock`` (:func:`run_cell`), so two processes never
+write one cell at once (a second sweep, or a worker orphaned by a killed driver, waits for the
+lock and then finds the cell finished or resumes it from its checkpoint).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import socket
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +49,14 @@ __all__ = [
     "parse_list",
     "parse_method_overrides",
     "plan",
+    "run_cell",
     "run_sweep",
 ]
 
-Status = Literal["ran", "resumed", "skipped"]
+Status = Literal["ran", "resumed", "skipped", "failed"]
+Backend = Literal["local", "ray"]
+#: seconds a cell waits for another process's lock on it before it fails saying who holds it
+LOCK_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,11 +72,12 @@ class Cell:
 
 @dataclass(frozen=True)
 class CellOutcome:
-    """What :func:`run_sweep` did with a cell, and the cell's result.json."""
+    """What :func:`run_sweep` did with a cell: its result.json, or (status failed) the error."""
 
     cell: Cell
     status: Status
-    result: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None = None
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -162,6 +176,94 @@ def plan(
     return cells
 
 
+def has_checkpoint(out_dir: Path) -> bool:
+    """Whether a cell folder holds a checkpoint to resume from."""
+    return (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists()
+
+
+class _CellLock:
+    """An exclusive ``flock`` on ``<cell>/.lock``, released when its process ends however it ends.
+
+    The holder writes ``{"token", "host", "pid", "since"}`` into the file, which tells a waiting
+    process who holds it and lets the Ray driver count the cells of its own sweep that run now.
+    """
+
+    def __init__(self, out_dir: Path, token: str, wait_s: float) -> None:
+        self.path = out_dir / ".lock"
+        self.token, self.wait_s = token, wait_s
+        self.fd: int | None = None
+
+    def __enter__(self) -> _CellLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    holder = self.path.read_text(encoding="utf-8", errors="replace").strip()
+                    raise ConfigError(
+                        f"{self.path.parent} is being run by another process ({holder or 'unknown'}"
+                        f"); two sweeps must not run the same cells at once. Wait for it to end "
+                        "(or stop it) and run the sweep again"
+                    ) from None
+                time.sleep(0.5)
+        holder = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid()}
+        holder["since"] = time.time()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = None
+
+
+def lock_holder(out_dir: Path) -> dict[str, Any] | None:
+    """What the last holder of a cell's lock wrote (None when unreadable or never locked)."""
+    try:
+        return json.loads((out_dir / ".lock").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_cell(
+    config: Config,
+    *,
+    show_progress: bool = False,
+    token: str = "",
+    lock_wait_s: float = LOCK_WAIT_S,
+) -> tuple[Status, dict[str, Any]]:
+    """Run one cell under its lock: skipped when its result.json exists, else resumed or run.
+
+    The check for result.json is made once the lock is held, so a cell another process finished
+    meanwhile is not run again. Returns (status, result.json content).
+    """
+    from hardprompts.training import run
+
+    out_dir = Path(config.out_dir)
+    with _CellLock(out_dir, token, lock_wait_s):
+        result_path = out_dir / "result.json"
+        if result_path.exists():
+            return "skipped", json.loads(result_path.read_text(encoding="utf-8"))
+        status: Status = "resumed" if has_checkpoint(out_dir) else "ran"
+        result = run(config, resume=True, show_progress=show_progress)
+    return status, result
+
+
+def write_plan(root: Path, cells: Sequence[Cell], grid: dict[str, Any]) -> None:
+    """``root/sweep.json``: the grid and the folder of every cell."""
+    cell_list = [str(c.out_dir.relative_to(root)) for c in cells]
+    atomic_write_json(root / "sweep.json", {**grid, "cells": cell_list})
+
+
 def run_sweep(
     base: dict[str, Any],
     methods: Sequence[str],
@@ -172,6 +274,8 @@ def run_sweep(
     *,
     show_progress: bool = True,
     on_cell=None,
+    backend: Backend = "local",
+    **ray_options: Any,
 ) -> list[CellOutcome]:
     """Run (or skip, or resume) every cell; see the module docstring.
 
@@ -180,23 +284,35 @@ def run_sweep(
         methods, alphas, seeds: the grid.
         root: the sweep folder.
         method_overrides: per-method ``KEY=VALUE`` overrides.
-        show_progress: show each cell's training bar.
-        on_cell: optional callback ``on_cell(cell, status)`` before each cell runs or is skipped.
+        show_progress: show each cell's training bar (local) or the grid's bar (ray).
+        on_cell: optional callback ``on_cell(cell, status)``: local, before each cell runs or is
+            skipped; ray, when a cell ends (status ran, resumed, skipped or failed).
+        backend: ``local`` or ``ray``.
+        ray_options: for ``ray``, the keyword arguments of
+            :func:`hardprompts.sweep_ray.run_cells_on_ray` (address, cpus_per_cell,
+            gpus_per_cell).
     """
-    from hardprompts.training import run
-
     root = Path(root)
     cells = plan(base, methods, alphas, seeds, root, method_overrides)
-    atomic_write_json(
-        root / "sweep.json",
-        {
-            "methods": list(methods),
-            "alphas": list(alphas),
-            "seeds": list(seeds),
-            "method_overrides": method_overrides or {},
-            "cells": [str(c.out_dir.relative_to(root)) for c in cells],
-        },
-    )
+    grid = {
+        "methods": list(methods),
+        "alphas": list(alphas),
+        "seeds": list(seeds),
+        "method_overrides": method_overrides or {},
+    }
+    if backend == "ray":
+        from hardprompts.sweep_ray import run_cells_on_ray
+
+        return run_cells_on_ray(
+            cells, root, grid, show_progress=show_progress, on_cell=on_cell, **ray_options
+        )
+    if backend != "local":
+        raise ConfigError(f"--backend {backend!r}: choose local or ray")
+    if ray_options:
+        raise ConfigError(
+            f"{', '.join('--' + k.replace('_', '-') for k in ray_options)} need --backend ray"
+        )
+    write_plan(root, cells, grid)
     outcomes = []
     for cell in cells:
         result_path = cell.out_dir / "result.json"
@@ -206,12 +322,8 @@ def run_sweep(
                 on_cell(cell, status)
             outcomes.append(CellOutcome(cell, status, json.loads(result_path.read_text())))
             continue
-        has_ckpt = (cell.out_dir / "checkpoint").exists() or (
-            cell.out_dir / "checkpoint.old"
-        ).exists()
-        status = "resumed" if has_ckpt else "ran"
         if on_cell:
-            on_cell(cell, status)
-        result = run(cell.config, resume=True, show_progress=show_progress)
+            on_cell(cell, "resumed" if has_checkpoint(cell.out_dir) else "ran")
+        status, result = run_cell(cell.config, show_progress=show_progress)
         outcomes.append(CellOutcome(cell, status, result))
     return outcomes

@@ -150,11 +150,11 @@ class ReferenceLM:
     def get(self) -> tuple[Any, Any]:
         """(model, tokenizer)."""
         if self._loaded is None:
-            from hardprompts.modeling import load_lm, load_tokenizer
+            from hardprompts.modeling import load_lm, load_tokenizer, placement
 
             cfg = self.ctx.config.target
             self._loaded = (
-                load_lm(self.name, "causal", device=cfg.device, dtype=cfg.dtype),
+                load_lm(self.name, "causal", dtype=cfg.dtype, **placement(cfg)),
                 load_tokenizer(self.name),
             )
         return self._loaded

@@ -49,7 +49,7 @@ from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.config import AlgorithmConfig, register_algorithm
 from hardprompts.errors import ConfigError
 from hardprompts.functional import sql_loss_and_stats
-from hardprompts.modeling import load_lm, load_tokenizer
+from hardprompts.modeling import load_lm, load_tokenizer, placement
 from hardprompts.policy import PromptPolicy
 from hardprompts.rewards import TrainingReward
 from hardprompts.tasks import RLPromptReward
@@ -330,7 +330,7 @@ class SoftQPrompt(Algorithm):
 
         # Policy: the frozen causal LM and the head ψ, initialised from the run's seed alone.
         tokenizer = load_tokenizer(pc.model)
-        lm = load_lm(pc.model, "causal", device=pc.device)
+        lm = load_lm(pc.model, "causal", **placement(pc))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.policy = PromptPolicy(
@@ -365,7 +365,7 @@ class SoftQPrompt(Algorithm):
             self.judge = (self.policy.lm, tokenizer)
         else:
             self.judge = (
-                load_lm(cfg.perplexity_model, "causal", device=pc.device),
+                load_lm(cfg.perplexity_model, "causal", **placement(pc)),
                 load_tokenizer(cfg.perplexity_model),
             )
         reference = self.judge if cfg.perplexity_weight > 0 else None

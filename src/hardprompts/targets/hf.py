@@ -27,7 +27,7 @@ from transformers import DynamicCache
 
 from hardprompts.config import TargetConfig
 from hardprompts.errors import TargetError
-from hardprompts.modeling import load_lm, load_tokenizer, model_max_length
+from hardprompts.modeling import load_lm, load_tokenizer, model_max_length, placement
 from hardprompts.templates import Encoded, Kind, Template, TemplateEncoder, verbalizer_ids
 
 log = logging.getLogger(__name__)
@@ -158,9 +158,9 @@ class HFTarget:
         model = load_lm(
             config.model,
             kind,
-            device=config.device,
             dtype=config.dtype,
             trust_remote_code=config.trust_remote_code,
+            **placement(config),
         )
         return cls(
             model,
