@@ -42,3 +42,26 @@ def test_demo_runs_end_to_end(tmp_path):
 def test_demo_rejects_unknown_method(tmp_path):
     res = runner.invoke(app, ["demo", "--method", "dqn", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "pin, rlprompt, pez" in res.output
+
+
+@pytest.mark.slow
+def test_demo_command_twice_in_a_row(tmp_path, monkeypatch):
+    """`make demo` runs `hardprompts demo`: a second run gets its own folder and shows the first."""
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(app, ["demo", "--steps", "2"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["demo", "--steps", "2"])
+    assert second.exit_code == 0, second.output
+    runs = sorted((tmp_path / "runs" / "demo").iterdir())
+    assert len(runs) == 2 and all((r / "result.json").is_file() for r in runs)
+    a, b = (json.loads((r / "result.json").read_text()) for r in runs)
+    assert (a["best_prompt"], a["tuned_accuracy"]) == (b["best_prompt"], b["tuned_accuracy"])
+    text = " ".join(second.output.split())
+    assert f"previous run {runs[0].relative_to(tmp_path)}" in text and "(the same result)" in text
+    assert "1 thread" in text  # --threads auto: one thread for the built-in model
+    for noise in ("Loading weights", "past_key_values", "FutureWarning"):
+        assert noise not in first.output + second.output
+    # Nothing is left to resume: --resume says so instead of starting over.
+    res = runner.invoke(app, ["demo", "--steps", "2", "--resume"])
+    assert res.exit_code == 2 and "no unfinished demo run under runs/demo" in res.output
+    assert len(list((tmp_path / "runs" / "demo").iterdir())) == 2

@@ -121,3 +121,62 @@ def test_help_works_for_every_command():
     for cmd in ([], ["eval"], ["tune"], ["config"]):
         res = invoke(*cmd, "--help")
         assert res.exit_code == 0, res.output
+
+
+def test_eval_table_has_n_and_each_prompts_own_seconds(fsc_dir, tiny_gpt2, monkeypatch):
+    import hardprompts.tasks.classification as classification
+
+    ticks = iter(range(0, 1000, 1))  # each perf_counter() call is 1 s later: seconds = 1 per prompt
+    monkeypatch.setattr(classification.time, "perf_counter", lambda: float(next(ticks)))
+    res = invoke(
+        "eval", "--set", f"task.data_dir={fsc_dir}", "--set", f"target.model={tiny_gpt2}",
+        "--split", "dev", "-p", "a", "-p", "b", "-p", "c", "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["results"]
+    assert [r["seconds"] for r in rows] == [1.0, 1.0, 1.0]  # not the batch's 3 s split or repeated
+    res = invoke(
+        "eval", "--set", f"task.data_dir={fsc_dir}", "--set", f"target.model={tiny_gpt2}",
+        "--split", "dev", "-p", "a",
+    )  # fmt: skip
+    header = next(
+        line for line in res.stdout.splitlines() if "prompt" in line and "accuracy" in line
+    )
+    cells = [c.strip() for c in header.replace("┃", "│").split("│")]
+    assert "n" in cells and "seconds" in cells
+
+
+def test_eval_says_when_a_class_has_no_example(tmp_path, tiny_gpt2):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train", "dev", "test"):
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\nfine\t0\ngreat\t1\n")
+    res = invoke(
+        "eval", "--set", f"task.dataset={folder}", "--set", "task.split_seed=null",
+        "--set", "task.verbalizers=[' terrible', ' great', ' good']",
+        "--set", f"target.model={tiny_gpt2}", "--split", "dev",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "has no example of class 2 (' good')" in text and "n/a" in text
+
+
+def test_perplexity_is_printed_readably():
+    from hardprompts.cli import format_perplexity
+
+    assert format_perplexity(1305994368.0) == "1.31e+09"
+    assert format_perplexity(7.08) == "7.1" and format_perplexity(9999.9) == "9999.9"
+    assert format_perplexity(None) == "n/a" and format_perplexity(float("nan")) == "n/a"
+
+
+def test_config_fields_by_section():
+    whole = invoke("config", "--fields")
+    assert whole.exit_code == 0
+    train = invoke("config", "--fields", "train")
+    assert train.exit_code == 0 and "train.seed = 0" in train.stdout
+    assert "task.dataset" not in train.stdout and len(train.stdout) < len(whole.stdout) / 10
+    pin = invoke("config", "--fields", "pin")
+    assert pin.exit_code == 0 and "algorithm.token_filter_k" in pin.stdout
+    assert "algorithm.perplexity_weight" in invoke("config", "--fields", "algorithm.pez").stdout
+    for section in ("task", "target", "policy", "train", "out_dir", "algorithm.pin"):
+        assert any(line.startswith(section + "  ") for line in whole.stdout.splitlines()), section

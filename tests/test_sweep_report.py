@@ -103,7 +103,7 @@ def test_sweep_then_report_end_to_end_and_resume(tiny_gpt2, fsc_dir, tmp_path):
     fresh = cell_dir(root, "softprompt", 0.0, "16-100")
     (lost / "result.json").unlink()
     (fresh / "result.json").unlink()
-    for name in ("checkpoint", "checkpoint.old"):
+    for name in ("checkpoint", "checkpoint.prev"):
         if (fresh / name).exists():
             shutil.rmtree(fresh / name)
     before = {p: p.stat().st_mtime_ns for p in root.glob("*/*/*/result.json")}

@@ -1,12 +1,15 @@
-"""The ``hardprompts`` command line: eval, tune, config.
+"""The ``hardprompts`` command line: eval, tune, demo, config, sweep, report.
 
 Configuration precedence everywhere: defaults < ``--config`` YAML < ``--set key.sub=value``.
-User errors print one message (no traceback) and exit with status 2.
+User errors print one message (no traceback) and exit with status 2; inputs (config, devices,
+output paths, data) are checked before anything is written. ``--threads`` and the quieting of
+third-party libraries are described in :mod:`hardprompts.runtime`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from functools import wraps
 from pathlib import Path
@@ -14,8 +17,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from hardprompts.errors import HardpromptsError
 
@@ -33,17 +37,28 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config field, e.g. --set train.steps=100 (repeatable)."),
 ]
+ThreadsOpt = Annotated[
+    str,
+    typer.Option(
+        help="CPU threads for torch: a number, or auto (1 for models under 50M parameters, else "
+        "one per core up to 8; $OMP_NUM_THREADS wins over auto)."
+    ),
+]
 
 
 def user_errors(fn):
-    """Turn HardpromptsError into a one-line message and exit status 2."""
+    """Turn HardpromptsError into a one-line message and exit status 2; keep libraries quiet."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        from hardprompts.runtime import quiet_libraries
+
         try:
-            return fn(*args, **kwargs)
+            with quiet_libraries():
+                return fn(*args, **kwargs)
         except HardpromptsError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            # Text, not markup: messages quote user values such as "['a', 'b']" or "hf:x[train]".
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -53,6 +68,50 @@ def _load(config: Path | None, overrides: list[str] | None, extra: list[str] = (
     from hardprompts.config import load_config
 
     return load_config(config, [*(overrides or []), *extra])
+
+
+def _checked(cfg):
+    """Check what the config asks of this machine (devices) before any model is loaded."""
+    from hardprompts.modeling import check_devices
+
+    check_devices(cfg)
+    return cfg
+
+
+def format_perplexity(value: float | None) -> str:
+    """1305994368.0 -> '1.31e+09'; 7.08 -> '7.1'; None or nan -> 'n/a'."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.1f}" if value < 1e4 else f"{value:.3g}"
+
+
+def _read_prompt_file(path: Path) -> list[str]:
+    from hardprompts.errors import ConfigError, not_utf8
+
+    if not path.is_file():
+        raise ConfigError(f"--prompt-file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--prompt-file " + not_utf8(path, exc)) from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ConfigError(
+            f"--prompt-file {path} holds no prompt (it is empty or every line is blank); write one "
+            "prompt per line (no --prompt at all scores the bare template)"
+        )
+    return prompts
+
+
+def _check_output_file(path: Path, option: str = "--output") -> None:
+    from hardprompts.checkpoint import check_writable_dir
+    from hardprompts.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(
+            f"{option} {path} is a folder; give a file path, e.g. {path / 'scores.json'}"
+        )
+    check_writable_dir(path.parent, f"{option} {path}: the folder")
 
 
 @app.command("eval")
@@ -80,6 +139,7 @@ def eval_cmd(
             "output (the generated answer or chosen option) and correct.",
         ),
     ] = None,
+    threads: ThreadsOpt = "auto",
     set_: SetOpt = None,
 ) -> None:
     """Score prompts (or the bare template) on a split with the task's metrics: score (the task
@@ -87,29 +147,33 @@ def eval_cmd(
     from hardprompts.checkpoint import atomic_write_json, atomic_write_text
     from hardprompts.errors import ConfigError
     from hardprompts.progress import CountProgress
+    from hardprompts.runtime import threads as use_threads
     from hardprompts.tasks import build_task
 
-    cfg = _load(config, set_)
+    cfg = _checked(_load(config, set_))
+    if output is not None:
+        _check_output_file(output)
+    if outputs is not None:
+        _check_output_file(outputs, "--outputs")
     prompts = list(prompt or [])
     if prompt_file is not None:
-        if not prompt_file.is_file():
-            raise ConfigError(f"--prompt-file {prompt_file} does not exist")
-        prompts += [
-            line.strip()
-            for line in prompt_file.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        prompts += _read_prompt_file(prompt_file)
     if not prompts:
         prompts = [""]  # the bare template
-    task = build_task(cfg)
-    n = task.num_inputs(split)
-    with CountProgress(len(prompts) * n, f"scoring {split}", enabled=not as_json) as bar:
-        if outputs is None:
-            results = task.evaluate(prompts, split, progress=bar.advance)
-        elif hasattr(task, "evaluate_with_outputs"):
-            results, records = task.evaluate_with_outputs(prompts, split, progress=bar.advance)
-        else:
+    with use_threads(threads, cfg):
+        task = build_task(cfg)
+        n = task.num_inputs(split)
+        if outputs is not None and not hasattr(task, "evaluate_with_outputs"):
             raise ConfigError(f"task.kind {cfg.task.kind!r} does not write per-example --outputs")
+        results, records = [], []
+        with CountProgress(len(prompts) * n, f"scoring {split}", enabled=not as_json) as bar:
+            for p in prompts:  # one prompt at a time, so that `seconds` is that prompt's own time
+                if outputs is None:
+                    results += task.evaluate([p], split, progress=bar.advance)
+                else:
+                    got, per_prompt = task.evaluate_with_outputs([p], split, progress=bar.advance)
+                    results += got
+                    records += per_prompt
     if outputs is not None:
         lines = [
             json.dumps({"prompt": p, **record}, ensure_ascii=False)
@@ -118,6 +182,7 @@ def eval_cmd(
         ]
         atomic_write_text(outputs, "\n".join(lines) + "\n")
     described = task.describe(split)
+    _warn_absent_classes(results[0].metrics, described, split)
     report = {
         "dataset": cfg.task.dataset,
         "split": split,
@@ -132,7 +197,7 @@ def eval_cmd(
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     table = Table(title=f"{cfg.task.dataset} {split} ({n} examples) on {cfg.target.model}")
-    columns = [k for k in results[0].metrics if k != "n"]
+    columns = list(results[0].metrics)
     same = [
         k
         for k in columns
@@ -157,12 +222,28 @@ def eval_cmd(
 
 
 def _cell(value) -> str:
-    """A metric in the eval table: floats to 4 places, lists of floats to 3."""
+    """A metric in the eval table: floats to 4 places, lists of floats to 3, nan as n/a."""
     if isinstance(value, list):
-        return " ".join(f"{v:.3f}" for v in value)
+        return " ".join("n/a" if math.isnan(v) else f"{v:.3f}" for v in value)
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
+
+
+def _warn_absent_classes(metrics: dict, described: dict, split: str) -> None:
+    """Say so when a class has no example in the scored split (its per-class accuracy is nan)."""
+    per_class = metrics.get("per_class_accuracy")
+    if not isinstance(per_class, list):
+        return
+    words = described.get("verbalizers") or []
+    absent = [c for c, v in enumerate(per_class) if isinstance(v, float) and math.isnan(v)]
+    if absent:
+        err.print(
+            f"[yellow]warning:[/] {described.get('source', split)} has no example of class "
+            + ", ".join(f"{c} ({words[c]!r})" if c < len(words) else str(c) for c in absent)
+            + "; its per-class accuracy is n/a. Check that task.verbalizers has one word per class.",
+            highlight=False,
+        )
 
 
 @app.command("tune")
@@ -173,16 +254,23 @@ def tune_cmd(
         Path | None, typer.Option("--out", help="Output folder (overrides out_dir).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue the run in the output folder from its checkpoint.")
+        bool,
+        typer.Option(
+            help="Continue the run in the output folder from its checkpoint (an error when it has "
+            "none; the previous checkpoint is used, saying so, when the latest is damaged)."
+        ),
     ] = False,
+    threads: ThreadsOpt = "auto",
     set_: SetOpt = None,
 ) -> None:
     """Optimise a prompt with algorithm.name; writes metrics.jsonl, TensorBoard events, result.json."""
+    from hardprompts.runtime import threads as use_threads
     from hardprompts.training import run
 
     extra = [f"out_dir={out_dir}"] if out_dir is not None else []
-    cfg = _load(config, set_, extra)
-    result = run(cfg, resume=resume)
+    cfg = _checked(_load(config, set_, extra))
+    with use_threads(threads, cfg):
+        result = run(cfg, resume=resume)
     out.print(f"[bold]method[/] {result['method']}  [bold]best prompt[/] {result['best_prompt']!r}")
     out.print(f"tokens {result['tokens']}")
     scores = [  # the task's dev_* and test_* scores (classification: accuracy, gap reward)
@@ -190,7 +278,7 @@ def tune_cmd(
         for key, value in result.items()
         if key.startswith(("dev_", "test_")) and (value is None or isinstance(value, float))
     ]
-    out.print("  ".join([*scores, f"perplexity {result['prompt_perplexity']}"]))
+    out.print("  ".join([*scores, f"perplexity {format_perplexity(result['prompt_perplexity'])}"]))
     out.print(f"wrote {Path(cfg.out_dir) / 'result.json'}")
 
 
@@ -206,43 +294,76 @@ def demo_cmd(
     ] = None,
     method: Annotated[str, typer.Option(help="pin, rlprompt or pez.")] = "pin",
     steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 300,
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted demo in --out.")] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder. Default: a new runs/demo/<date-time> per run, so the command can "
+            "be repeated; the previous run's result is shown beside the new one.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue an interrupted demo: the one in --out, else the latest unfinished one "
+            "under runs/demo."
+        ),
+    ] = False,
+    threads: ThreadsOpt = "auto",
     set_: SetOpt = None,
 ) -> None:
     """Tune a prompt offline with the built-in model; compare with a manual prompt; plot the curves."""
-    from hardprompts.demo import dataset_label, demo_config, run_demo
-
-    cfg = demo_config(dataset, method, steps, str(out_dir), set_)
-    out.print(
-        f"[bold]hardprompts demo[/]: {method} on {dataset_label(cfg)}, policy and target "
-        f"{cfg.target.model}, {steps} steps -> {out_dir}"
+    from hardprompts.demo import (
+        DEMO_ROOT,
+        dataset_label,
+        demo_config,
+        fresh_run_dir,
+        latest_run,
+        run_demo,
     )
-    r = run_demo(cfg, resume=resume)
+    from hardprompts.runtime import threads as use_threads
+
+    previous = None
+    if out_dir is None and resume:
+        out_dir = latest_run(DEMO_ROOT, finished=False)
+    elif out_dir is None:
+        previous = latest_run(DEMO_ROOT, finished=True, required=False)
+        out_dir = fresh_run_dir(DEMO_ROOT)
+    cfg = _checked(demo_config(dataset, method, steps, str(out_dir), set_))
+    with use_threads(threads, cfg) as n_threads:
+        out.print(
+            f"[bold]hardprompts demo[/]: {method} on {dataset_label(cfg)}, policy and target "
+            f"{cfg.target.model}, {steps} steps, {n_threads} thread{'s' * (n_threads > 1)} "
+            f"-> {out_dir}",
+            highlight=False,
+        )
+        r = run_demo(cfg, resume=resume)
     table = Table(title=f"{r['compared_on']} accuracy, {dataset_label(cfg)}")
     for col in ("prompt", "accuracy"):
         table.add_column(col)
     table.add_row(f"manual: {r['manual_prompt']!r}", f"{r['manual_accuracy']:.3f}")
     table.add_row(f"tuned ({r['method']}): {r['best_prompt']!r}", f"{r['tuned_accuracy']:.3f}")
     out.print(table)
-    ppl = r["prompt_perplexity"]
-    out.print(f"tokens {r['tokens']}  perplexity {'n/a' if ppl is None else format(ppl, '.1f')}")
-    out.print(f"curves: {r['curves_png']}\nresult: {out_dir / 'result.json'}")
+    out.print(f"tokens {r['tokens']}  perplexity {format_perplexity(r['prompt_perplexity'])}")
+    out.print(f"curves: {r['curves_png']}\nresult: {out_dir / 'result.json'}", highlight=False)
+    if previous is not None:
+        before = json.loads((previous / "result.json").read_text(encoding="utf-8"))
+        same = (
+            before.get("best_prompt") == r["best_prompt"]
+            and before.get("tuned_accuracy") == r["tuned_accuracy"]
+        )
+        out.print(
+            f"previous run {previous}: tuned {before.get('best_prompt')!r}, accuracy "
+            f"{before.get('tuned_accuracy', float('nan')):.3f}"
+            + (" (the same result)" if same else ""),
+            highlight=False,
+        )
 
 
-@app.command("config")
-@user_errors
-def config_cmd(
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    fields: Annotated[
-        bool, typer.Option("--fields", help="List every field with its default and doc.")
-    ] = False,
-) -> None:
-    """Print the merged configuration as YAML (or, with --fields, the reference of every field)."""
-    import yaml
-
+def _field_sections() -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
+    """Section name -> (description, rows of (field, default, doc)) for `config --fields`."""
     from hardprompts.config import (
+        Config,
         algorithm_config_class,
         algorithm_names,
         describe_fields,
@@ -250,27 +371,78 @@ def config_cmd(
         task_kinds,
     )
 
+    sections: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
+    for name, field in Config.model_fields.items():
+        rows = [r for r in describe_fields() if r[0] == name or r[0].startswith(name + ".")]
+        if name == "algorithm":
+            continue
+        sections[name] = (field.description or "", rows)
+    shown = {row[:2] for row in sections["task"][1]}  # (field, default) of classification
+    for kind in task_kinds():  # the other task families' own fields
+        rows = [r for r in describe_fields(task_config_class(kind), "task.") if r[:2] not in shown]
+        if kind != "classification" and rows:
+            sections[f"task.{kind}"] = (f"task.kind: {kind}: its own fields", rows)
+    for name in algorithm_names():
+        cls = algorithm_config_class(name)
+        rows = [r for r in describe_fields(cls, "algorithm.") if r[0] != "algorithm.name"]
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        sections[f"algorithm.{name}"] = (f"algorithm.name: {name}. {doc}".strip(), rows)
+    return sections
+
+
+@app.command("config")
+@user_errors
+def config_cmd(
+    section: Annotated[
+        str | None,
+        typer.Argument(
+            help="With --fields: only this section (task, target, policy, train, out_dir, or an "
+            "algorithm such as pin or algorithm.pin)."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    fields: Annotated[
+        bool,
+        typer.Option("--fields", help="List the fields, by section, with default and doc."),
+    ] = False,
+) -> None:
+    """Print the merged configuration as YAML (or, with --fields, the reference of every field)."""
+    import yaml
+
+    from hardprompts.errors import ConfigError
+
+    if section is not None and not fields:
+        raise ConfigError(
+            f"{section!r}: a section is given with --fields, e.g. config --fields train"
+        )
     if fields:
-        table = Table(title="configuration fields")
-        for col in ("field", "default", "description"):
-            table.add_column(col)
-        for row in describe_fields():
-            table.add_row(*row)
-        shown = {row[:2] for row in describe_fields()}  # (field, default) of classification
-        for kind in task_kinds():  # the other task families' own fields
-            extra = [
-                r for r in describe_fields(task_config_class(kind), "task.") if r[0] not in shown
-            ]
-            if kind != "classification" and extra:
-                table.add_section()
-                for field, default, doc in extra:
-                    table.add_row(f"{field} [dim]({kind})[/]", default, doc)
-        for name in algorithm_names():
-            table.add_section()
-            for field, default, doc in describe_fields(algorithm_config_class(name), "algorithm."):
-                if field != "algorithm.name":
-                    table.add_row(f"{field} [dim]({name})[/]", default, doc)
-        out.print(table)
+        sections = _field_sections()
+        chosen = list(sections)
+        if section is not None:
+            keys = [section, f"algorithm.{section.removeprefix('algorithm.')}"]
+            keys.append(f"task.{section.removeprefix('task.')}")
+            if section in ("algorithm", "task"):
+                chosen = [s for s in sections if s == section or s.startswith(section + ".")]
+            elif any(k in sections for k in keys):
+                chosen = [next(k for k in keys if k in sections)]
+            else:
+                raise ConfigError(
+                    f"config --fields {section}: no such section; sections: {', '.join(sections)}"
+                )
+        for name in chosen:
+            doc, rows = sections[name]
+            out.print(Text.assemble((name, "bold"), f"  {doc}"), soft_wrap=False)
+            for field, default, text in rows:
+                out.print(
+                    Padding(
+                        Text.assemble((field, "cyan"), f" = {default}"), (0, 0, 0, 2), expand=False
+                    )
+                )
+                out.print(Padding(Text(text, style="dim"), (0, 0, 0, 6), expand=False))
+            out.print()
+        if section is None:
+            out.print(f"one section: hardprompts config --fields SECTION ({', '.join(sections)})")
         return
     cfg = _load(config, set_)
     sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -298,6 +470,7 @@ def sweep_cmd(
             "(repeatable).",
         ),
     ] = None,
+    threads: ThreadsOpt = "auto",
     set_: SetOpt = None,
     backend: Annotated[
         str,
@@ -322,9 +495,13 @@ def sweep_cmd(
 ) -> None:
     """Run method x α x split seed, one training run per cell; finished cells are skipped and
     interrupted ones resume. Then `hardprompts report DIR`."""
+    from hardprompts.checkpoint import check_writable_dir
+    from hardprompts.runtime import threads as use_threads
     from hardprompts.sweep import parse_alphas, parse_list, parse_method_overrides, run_sweep
 
-    base = _load(config, set_).to_dict()  # validated here; each cell is validated again
+    check_writable_dir(out_dir, "--out")
+    base_cfg = _checked(_load(config, set_))
+    base = base_cfg.to_dict()  # validated here; each cell is validated again
     method_list = parse_list(methods, "methods")
     overrides = parse_method_overrides(method_set or [], method_list)
     ray_options = {
@@ -339,17 +516,18 @@ def sweep_cmd(
         if status != "failed":  # the ray backend reports a failure with its error as it happens
             out.print(f"[bold]{status:>8}[/] {cell.out_dir}")
 
-    outcomes = run_sweep(
-        base,
-        method_list,
-        parse_alphas(alphas),
-        parse_list(seeds, "seeds"),
-        out_dir,
-        overrides,
-        on_cell=announce,
-        backend=backend,
-        **ray_options,
-    )
+    with use_threads(threads, base_cfg):
+        outcomes = run_sweep(
+            base,
+            method_list,
+            parse_alphas(alphas),
+            parse_list(seeds, "seeds"),
+            out_dir,
+            overrides,
+            on_cell=announce,
+            backend=backend,
+            **ray_options,
+        )
     statuses = ("ran", "resumed", "skipped", "failed")
     counts = {s: sum(o.status == s for o in outcomes) for s in statuses}
     if not counts["failed"]:

@@ -9,6 +9,12 @@ algorithm's own module (:func:`register_algorithm`), and ``task.kind`` picks a t
 class (:func:`register_task_config`; default ``classification``, defined here). This module imports
 no layer above it: a built-in algorithm or task family is found through :data:`BUILTIN_PLUGINS`, a
 table of module *names* imported on first use, the way entry points work.
+
+Run identity: ``--resume`` continues a run only under the same configuration. A field that does
+not change what a run computes (where it is written, how a server is reached) is declared with
+``json_schema_extra=NOT_IDENTITY`` (``{"identity": False}``); :func:`identity_changes` compares
+every other field and reports these apart, so a run folder that was moved, or a server that
+changed address, still resumes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
@@ -32,10 +39,14 @@ from pydantic import (
     model_validator,
 )
 
-from hardprompts.errors import ConfigError
+from hardprompts.errors import ConfigError, not_utf8
+
+#: ``json_schema_extra`` of a field that is not part of a run's identity (see the module doc).
+NOT_IDENTITY: dict[str, Any] = {"identity": False}
 
 __all__ = [
     "BUILTIN_PLUGINS",
+    "NOT_IDENTITY",
     "AlgorithmConfig",
     "ClassificationTaskConfig",
     "Config",
@@ -45,6 +56,7 @@ __all__ = [
     "TrainConfig",
     "algorithm_names",
     "apply_overrides",
+    "identity_changes",
     "load_config",
     "register_algorithm",
     "register_task_config",
@@ -179,6 +191,11 @@ class TaskConfig(Section):
                     "the template must contain {x} (where the input goes), or named input fields "
                     "such as {passage} and {question}"
                 )
+        if value is not None and "{prompt}" not in value and "{z}" not in value:
+            raise ValueError(
+                "the template must contain {prompt} (where the prompt goes); without it every "
+                "prompt scores the same, e.g. '{x} {prompt} {mask} .'"
+            )
         return value
 
 
@@ -251,16 +268,37 @@ class TargetConfig(Section):
         description="Allow model repositories to run their own code. Off unless you trust it.",
     )
     base_url: str | None = Field(
-        None, description="kind=openai: the server's base URL, e.g. http://localhost:8000/v1."
+        None,
+        description="kind=openai: the server's base URL, e.g. http://localhost:8000/v1.",
+        json_schema_extra=NOT_IDENTITY,
     )
     api_key_env: str = Field(
         "OPENAI_API_KEY",
         description="kind=openai: environment variable holding the API key, if any.",
+        json_schema_extra=NOT_IDENTITY,
     )
-    request_timeout_s: float = Field(60.0, gt=0, description="kind=openai: seconds per request.")
-    max_concurrency: int = Field(8, ge=1, description="kind=openai: requests in flight at once.")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="kind=openai: seconds per request.", json_schema_extra=NOT_IDENTITY
+    )
+    max_concurrency: int = Field(
+        8,
+        ge=1,
+        description="kind=openai: requests in flight at once.",
+        json_schema_extra=NOT_IDENTITY,
+    )
     device_map: DeviceMap | None = device_map_field("target")
     max_memory: MaxMemory | None = max_memory_field()
+
+    @field_validator("base_url")
+    @classmethod
+    def _url_has_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            url = urlparse(value)
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise ValueError(
+                    "give the server's full URL with its scheme, e.g. http://localhost:8000/v1"
+                )
+        return value
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> TargetConfig:
@@ -305,7 +343,13 @@ class AlgorithmConfig(Section):
 class TrainConfig(Section):
     """The optimisation loop shared by all algorithms."""
 
-    steps: int = Field(12000, ge=1, description="Training steps. RLPrompt: 12,000; PIN: 6,000.")
+    steps: int = Field(
+        12000,
+        ge=1,
+        description="Training steps. RLPrompt: 12,000; PIN: 6,000. May change on --resume: the run "
+        "continues (or stops) at the new count.",
+        json_schema_extra=NOT_IDENTITY,
+    )
     seed: int = Field(0, description="Seed of every random generator of the run.")
     eval_every: int = Field(50, ge=1, description="Evaluate on dev every this many steps.")
     checkpoint_every: int = Field(
@@ -420,7 +464,12 @@ class Config(Section):
         None, description="The optimiser; algorithm.name picks it. Needed by `tune`, not by `eval`."
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
-    out_dir: str = Field("runs/latest", description="Where results, metrics and checkpoints go.")
+    out_dir: str = Field(
+        "runs/latest",
+        description="Where results, metrics and checkpoints go. Not part of a run's identity: a "
+        "moved run folder still resumes.",
+        json_schema_extra=NOT_IDENTITY,
+    )
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -548,6 +597,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             )
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(not_utf8(path, exc, "save the config as UTF-8")) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -590,3 +641,45 @@ def describe_fields(
             )
         )
     return rows
+
+
+def _is_identity(field: Any) -> bool:
+    extra = field.json_schema_extra
+    return not (isinstance(extra, dict) and extra.get("identity") is False)
+
+
+#: Polymorphic sections: the key that picks the config class.
+_PICKER = {"algorithm": "name", "task": "kind"}
+
+
+def _field_changes(
+    model: type[BaseModel], mine: Mapping[str, Any], saved: Mapping[str, Any], prefix: str
+) -> list[tuple[str, bool]]:
+    out: list[tuple[str, bool]] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        a, b = mine.get(name), saved.get(name)
+        sub: Any = None
+        if model is Config and name in _PICKER:
+            key = _PICKER[name]
+            if isinstance(a, Mapping) and isinstance(b, Mapping):
+                picked = a.get(key, "classification" if name == "task" else None)
+                if picked == b.get(key, "classification" if name == "task" else None):
+                    sub = _lookup(name, picked)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            sub = field.annotation
+        if sub is not None and isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _field_changes(sub, a, b, dotted + ".")
+        elif a != b:
+            out.append((dotted, _is_identity(field)))
+    return out
+
+
+def identity_changes(saved: Mapping[str, Any], config: Config) -> tuple[list[str], list[str]]:
+    """Fields of ``config`` that differ from a saved ``config.to_dict()``.
+
+    Returns (identity fields, other fields): a run may resume only when the first list is empty;
+    the second lists fields marked ``NOT_IDENTITY`` (out_dir, connection settings, train.steps).
+    """
+    changes = _field_changes(Config, config.to_dict(), saved, "")
+    return [f for f, ident in changes if ident], [f for f, ident in changes if not ident]

@@ -8,14 +8,19 @@ writes ``result.json`` and ``curves.png`` (reward and dev accuracy) to the outpu
 
 With ``--dataset`` (a preset such as ``sst-2`` read from ``task.data_dir``, or a folder of your
 own files), ``--method`` and ``--steps`` the same command does real work.
+
+Without ``--out`` every run gets a new folder ``runs/demo/<date>-<time>`` (:func:`fresh_run_dir`),
+so the command can be repeated as it is; the command line shows the previous run's result beside
+the new one, and ``--resume`` continues the latest unfinished run there (:func:`latest_run`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hardprompts.checkpoint import atomic_write_json
+from hardprompts.checkpoint import atomic_write_json, has_checkpoint
 from hardprompts.config import Config, apply_overrides, config_from_dict
 from hardprompts.errors import ConfigError
 from hardprompts.tasks import PRESETS
@@ -23,6 +28,8 @@ from hardprompts.tasks import PRESETS
 DEMO_DATA = Path(__file__).parent / "demo_data"
 BUILTIN = "builtin:yelp-small"
 MANUAL_PROMPT = "It was"
+#: Where runs go without --out: one sub-folder per run.
+DEMO_ROOT = Path("runs/demo")
 
 #: Per-method settings of the demo (the rest are each method's paper defaults).
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
@@ -59,6 +66,32 @@ def demo_config(
     }
     apply_overrides(data, overrides or [])
     return config_from_dict(data, "demo settings")
+
+
+def fresh_run_dir(root: Path = DEMO_ROOT, now: datetime | None = None) -> Path:
+    """A folder name under ``root`` that no run uses yet: ``<YYYYmmdd-HHMMSS>[-N]``."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    path, n = root / stamp, 1
+    while path.exists():
+        n += 1
+        path = root / f"{stamp}-{n}"
+    return path
+
+
+def latest_run(root: Path = DEMO_ROOT, *, finished: bool, required: bool = True) -> Path | None:
+    """The newest run folder under ``root`` that is finished (has result.json) or unfinished
+    (has a checkpoint, no result.json yet). None, or with ``required`` a ConfigError, if none."""
+    runs = sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []
+    for run in runs:
+        done = (run / "result.json").is_file()
+        if done if finished else (not done and has_checkpoint(run / "checkpoint")):
+            return run
+    if required:
+        raise ConfigError(
+            f"--resume: no {'finished' if finished else 'unfinished'} demo run under {root}; "
+            "run `hardprompts demo` to start one, or give its folder with --out"
+        )
+    return None
 
 
 def dataset_label(config: Config) -> str:

@@ -30,3 +30,14 @@ class VerbalizerError(HardpromptsError):
 
 class TargetError(HardpromptsError):
     """A scoring target (in-process model or served endpoint) cannot do what was asked."""
+
+
+class CheckpointError(HardpromptsError):
+    """A checkpoint folder is missing, incomplete or damaged (the message names the file)."""
+
+
+def not_utf8(path: object, exc: UnicodeDecodeError, fix: str = "save it as UTF-8") -> str:
+    """The message for a file that is not UTF-8 text: where the first bad byte is, and the fix."""
+    return (
+        f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); {fix}"
+    )

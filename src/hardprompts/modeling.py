@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import torch
 
-from hardprompts.errors import ModelLoadError
+from hardprompts.errors import ConfigError, ModelLoadError
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 BUILTIN_PREFIX = "builtin:"
@@ -100,14 +100,69 @@ def detect_kind(name: str, *, trust_remote_code: bool = False) -> Literal["maske
     )
 
 
-def pick_device(device: str) -> torch.device:
-    """``auto`` is cuda when available, else cpu; anything else goes to ``torch.device``."""
+def pick_device(device: str, field: str = "device") -> torch.device:
+    """``auto`` is cuda when available, else cpu; anything else goes to ``torch.device``.
+
+    A device this machine does not have (``cuda`` without CUDA, ``mps`` off Apple silicon) is a
+    :class:`ConfigError` naming ``field``, raised before any weights are read.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as exc:
-        raise ModelLoadError(f"invalid device {device!r}: {exc}") from None
+        raise ConfigError(
+            f"{field} {device!r} is not a torch device ({exc}); use auto, cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no GPU found"
+            raise ConfigError(f"{field} is {device!r} but {why}; set it to auto or cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{field} is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"{field} is {device!r} but MPS (Apple silicon) is not available; set it to auto or cpu"
+        )
+    return dev
+
+
+def check_devices(config) -> None:
+    """Check every ``device`` / ``*_device`` field of a config (any pydantic model) up front."""
+    from pydantic import BaseModel
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(value, f"{prefix}{name}.")
+            elif (name == "device" or name.endswith("_device")) and isinstance(value, str):
+                pick_device(value, f"{prefix}{name}")
+
+    walk(config, "")
+
+
+def declared_kind(name: str, *, trust_remote_code: bool = False) -> tuple[str, str] | None:
+    """(masked or causal, architecture) when the model's config names such an architecture.
+
+    None when it names neither or cannot be read (loading the model then says why).
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            resolve_model_path(name), trust_remote_code=trust_remote_code
+        )
+    except Exception:
+        return None
+    for arch in config.architectures or []:
+        if arch.endswith("ForMaskedLM"):
+            return "masked", arch
+        if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
+            return "causal", arch
+    return None
 
 
 def placement(section: Any, prefix: str = "") -> dict[str, Any]:
@@ -150,6 +205,14 @@ def load_lm(
 
     cls = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
     path = resolve_model_path(name)
+    torch_device = pick_device(device) if device_map is None else None
+    declared = declared_kind(name, trust_remote_code=trust_remote_code)
+    if declared is not None and declared[0] != kind:
+        raise ConfigError(
+            f"{name!r} is a {declared[0]} LM ({declared[1]}), but a {kind} LM is needed here "
+            "(the RL policy's and the perplexity judge's LMs are causal); choose a "
+            f"{kind} model"
+        )
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "trust_remote_code": trust_remote_code}
     if device_map is not None:
         kwargs.update(device_map=device_map, max_memory=_max_memory(max_memory))
@@ -163,8 +226,8 @@ def load_lm(
                 f"  cause: {type(exc).__name__}: {exc}"
             ) from None
         raise _load_error(name, f"{kind} LM", exc) from None
-    if device_map is None:
-        model.to(pick_device(device))
+    if torch_device is not None:
+        model.to(torch_device)
     model.eval()
     model.requires_grad_(False)
     return model

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from hardprompts.checkpoint import atomic_path
 
 REWARD_KEYS = ("rewards/mean", "rewards/task", "charts/mean_reward", "charts/reward")
 
@@ -65,12 +65,9 @@ def plot_training_curves(metrics_path: str | Path, png_path: str | Path, title: 
     fig.tight_layout()
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=png_path.parent, suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, png_path)
+        with atomic_path(png_path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return png_path

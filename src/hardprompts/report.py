@@ -22,14 +22,12 @@ import csv
 import io
 import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hardprompts.checkpoint import atomic_write_json, atomic_write_text
+from hardprompts.checkpoint import atomic_path, atomic_write_json, atomic_write_text
 from hardprompts.errors import DataError
 
 __all__ = ["Run", "Summary", "collect", "summarise", "write_report"]
@@ -277,14 +275,8 @@ def _plot(content: dict[str, Any], path: Path) -> None:
             ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     finally:
         plt.close(fig)
 

@@ -8,7 +8,7 @@ cell: base config (YAML < ``--set``) < the grid's three fields < that method's o
 cells of the method it names and dropped for the others.
 
 Resumable: a cell whose ``result.json`` exists is skipped; any other cell runs with
-``resume=True``, so one interrupted after a checkpoint continues from it, and one that never
+``resume="auto"``, so one interrupted after a checkpoint continues from it, and one that never
 reached a checkpoint starts afresh. A cell whose saved config differs from the grid's (the
 sweep was changed in between) stops with the loop's error naming the fields.
 
@@ -177,8 +177,10 @@ def plan(
 
 
 def has_checkpoint(out_dir: Path) -> bool:
-    """Whether a cell folder holds a checkpoint to resume from."""
-    return (out_dir / "checkpoint").exists() or (out_dir / "checkpoint.old").exists()
+    """Whether a cell folder holds a checkpoint to resume from (the latest or the previous one)."""
+    from hardprompts.checkpoint import has_checkpoint as checkpoint_exists
+
+    return checkpoint_exists(out_dir / "checkpoint")
 
 
 class _CellLock:
@@ -254,7 +256,7 @@ def run_cell(
         if result_path.exists():
             return "skipped", json.loads(result_path.read_text(encoding="utf-8"))
         status: Status = "resumed" if has_checkpoint(out_dir) else "ran"
-        result = run(config, resume=True, show_progress=show_progress)
+        result = run(config, resume="auto", show_progress=show_progress)
     return status, result
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hardprompts.errors import ConfigError, DataError
+from hardprompts.errors import ConfigError, DataError, not_utf8
 from hardprompts.text_metrics import II_TASK_METRIC
 
 SPLITS = ("train", "dev", "test")
@@ -412,6 +412,10 @@ def _check_split(split: str) -> None:
 def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     """Columns and (line number, row) pairs of a TSV, CSV or JSONL file; malformed rows are errors."""
     suffix = path.suffix.lower()
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(not_utf8(path, exc)) from None
     rows: list[tuple[int, dict]] = []
     if suffix in (".tsv", ".csv"):
         with path.open(encoding="utf-8", newline="") as fh:

@@ -8,8 +8,11 @@ everything else, once:
 * dev evaluation (``task.evaluate``) every ``train.eval_every`` steps, keeping the prompt with
   the best (score, tie-break) **on dev only**;
 * ``metrics.jsonl`` (one line per step) and TensorBoard events under fixed prefixes;
-* checkpoints every ``train.checkpoint_every`` steps (safetensors + JSON) and ``--resume``, which
-  ends in the same ``result.json`` as an uninterrupted run;
+* checkpoints every ``train.checkpoint_every`` steps (safetensors + JSON, the previous one kept)
+  and ``--resume``, which ends in the same ``result.json`` as an uninterrupted run. Resume needs a
+  checkpoint (it never starts over silently), compares only the fields that make a run's identity
+  (:func:`hardprompts.config.identity_changes`; a moved folder still resumes), and falls back, saying
+  so, to the previous checkpoint when the latest one is damaged;
 * the final ``result.json``: best prompt, its tokens, the task's dev and test fields
   (``task.report_fields``: accuracy for classification), prompt perplexity.
 """
@@ -17,18 +20,29 @@ everything else, once:
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from hardprompts import __version__
 from hardprompts.algorithms.base import Algorithm, RunContext
-from hardprompts.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from hardprompts.config import Config
-from hardprompts.errors import ConfigError, DataError
+from hardprompts.checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    check_writable_dir,
+    has_checkpoint,
+    load_checkpoint,
+    previous_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from hardprompts.config import Config, identity_changes
+from hardprompts.errors import CheckpointError, ConfigError, DataError
 from hardprompts.metrics import prompt_perplexity
 from hardprompts.tasks import EvalResult, PromptTask, build_task
 
@@ -52,15 +66,97 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from."""
+    """Drop metric lines written after the checkpoint we resume from (and a line cut by a kill)."""
     if not path.exists():
         return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line and json.loads(line)["step"] <= last_step
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # the torn last line of a killed run
+        if step <= last_step:
+            keep.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _note(message: str) -> None:
+    from hardprompts.progress import console
+
+    console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _nothing_to_resume(out_dir: Path) -> ConfigError:
+    if not out_dir.exists():
+        found = "does not exist"
+    else:
+        names = sorted(p.name for p in out_dir.iterdir())
+        found = "holds no checkpoint" + (
+            f" (it holds: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+            if names
+            else " (it is empty)"
+        )
+    return ConfigError(
+        f"--resume: {out_dir} {found}, so there is nothing to resume; check the --out path, or "
+        "drop --resume to start a new run"
+    )
+
+
+def _read_for_resume(ckpt_dir: Path) -> dict[str, Any]:
+    """The latest intact checkpoint; a damaged latest one is set aside (saying so) for the previous."""
+    prev = previous_checkpoint(ckpt_dir)
+    try:
+        state = load_checkpoint(ckpt_dir)
+        state["loop"]["step"], state["loop"]["config"], state["algorithm"]  # noqa: B018
+        return state
+    except (CheckpointError, KeyError, TypeError) as exc:
+        damage = str(exc) if isinstance(exc, CheckpointError) else f"{ckpt_dir} lacks {exc}"
+        if not ckpt_dir.exists() or not prev.exists():
+            raise CheckpointError(
+                f"--resume: the checkpoint cannot be used: {damage}; there is no previous "
+                f"checkpoint to fall back on. Start a new run (another --out, or remove "
+                f"{ckpt_dir.parent})"
+            ) from None
+    try:
+        state = read_checkpoint(prev)
+        step = state["loop"]["step"]
+    except (CheckpointError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"--resume: the checkpoint cannot be used: {damage}; the previous one cannot either: "
+            f"{exc}. Start a new run (another --out, or remove {ckpt_dir.parent})"
+        ) from None
+    damaged = ckpt_dir.with_name(ckpt_dir.name + ".damaged")
+    shutil.rmtree(damaged, ignore_errors=True)
+    os.replace(ckpt_dir, damaged)
+    os.replace(prev, ckpt_dir)
+    _note(
+        f"the latest checkpoint is damaged ({damage}); it was moved to {damaged} and the run "
+        f"resumes from the previous checkpoint, at step {step}"
+    )
+    return state
+
+
+def _dotted(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _check_identity(saved: dict[str, Any], config: Config) -> None:
+    identity, other = identity_changes(saved, config)
+    mine = config.to_dict()
+
+    def show(fields: list[str]) -> str:
+        return ", ".join(f"{f} ({_dotted(saved, f)!r} -> {_dotted(mine, f)!r})" for f in fields)
+
+    if identity:
+        raise ConfigError(
+            f"--resume: the config differs from the checkpoint's in {show(identity)}; resume with "
+            "the same config (only out_dir, train.steps and connection settings may change) or "
+            "start a new --out"
+        )
+    if other:
+        _note(f"resuming with {show(other)}: not part of the run's identity, so the run goes on")
 
 
 class _Logger:
@@ -83,43 +179,38 @@ class _Logger:
         self.tb.close()
 
 
-def run(config: Config, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Train ``config.algorithm`` and write ``result.json``; returns the result dict."""
+def run(
+    config: Config, *, resume: bool | Literal["auto"] = False, show_progress: bool = True
+) -> dict[str, Any]:
+    """Train ``config.algorithm`` and write ``result.json``; returns the result dict.
+
+    ``resume``: False starts a new run (an ``out_dir`` that holds one is an error); True continues
+    the run in ``out_dir`` from its checkpoint (no checkpoint is an error); ``"auto"`` resumes when
+    there is a checkpoint and starts afresh otherwise (what a sweep does with its cells).
+    """
     return run_with_context(config, resume=resume, show_progress=show_progress)[0]
 
 
 def run_with_context(
-    config: Config, *, resume: bool = False, show_progress: bool = True
+    config: Config, *, resume: bool | Literal["auto"] = False, show_progress: bool = True
 ) -> tuple[dict[str, Any], RunContext]:
     """:func:`run`, also returning the run's context (its task, with the loaded target)."""
     if config.algorithm is None:
         from hardprompts.config import algorithm_names
 
         raise ConfigError(f"set algorithm.name to one of: {', '.join(algorithm_names())}")
-    out_dir = Path(config.out_dir)
+    out_dir = check_writable_dir(config.out_dir, "out_dir")
     ckpt_dir = out_dir / "checkpoint"
     state = None
-    if resume and (ckpt_dir.exists() or ckpt_dir.with_name("checkpoint.old").exists()):
-        state = load_checkpoint(ckpt_dir)
-        saved = state["loop"]["config"]
-        mine = config.to_dict()
-        diff = [k for k in mine if k != "train" and saved.get(k) != mine[k]]
-        diff += [
-            f"train.{k}"
-            for k in mine["train"]
-            if k != "steps" and saved["train"].get(k) != mine["train"][k]
-        ]
-        if diff:
-            raise ConfigError(
-                f"--resume: the config differs from the checkpoint's in {', '.join(diff)}; resume with "
-                "the same config (only train.steps may change) or start a new --out"
-            )
-    elif (out_dir / "result.json").exists() or ckpt_dir.exists():
+    if resume and has_checkpoint(ckpt_dir):
+        state = _read_for_resume(ckpt_dir)
+        _check_identity(state["loop"]["config"], config)
+    elif resume is True:
+        raise _nothing_to_resume(out_dir)
+    elif (out_dir / "result.json").exists() or has_checkpoint(ckpt_dir):
         raise ConfigError(
             f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "config.json", config.to_dict())
 
     seed_everything(config.train.seed)
     task = build_task(config)
@@ -127,6 +218,9 @@ def run_with_context(
         task.num_inputs(split)
     ctx = RunContext(config, task, out_dir)
     algo: Algorithm = config.algorithm.make(ctx)  # type: ignore[attr-defined]
+    # Only now, with every input checked and every model loaded, does the run write anything.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", config.to_dict())
 
     loop: dict[str, Any] = {"step": 0, "best": None, "wall_seconds": 0.0}
     if state is not None:

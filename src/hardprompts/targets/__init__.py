@@ -77,7 +77,22 @@ class ContinuationTarget(Protocol):
 
 
 def target_kind(config: TargetConfig) -> str:
-    """The resolved kind (masked, causal or openai) of a target config."""
+    """The resolved kind (masked, causal or openai) of a target config.
+
+    A kind set by hand must agree with the architecture the model's config names (a masked-LM
+    config pointed at a causal model is an error naming target.kind, not a failed load).
+    """
+    if config.kind in ("masked", "causal"):
+        from hardprompts.modeling import declared_kind
+
+        declared = declared_kind(config.model, trust_remote_code=config.trust_remote_code)
+        if declared is not None and declared[0] != config.kind:
+            raise ConfigError(
+                f"target.kind is {config.kind!r} but target.model {config.model!r} is a "
+                f"{declared[0]} LM ({declared[1]}); set target.kind to {declared[0]} or auto (the "
+                f"template then defaults to the preset's {declared[0]} one), or choose a "
+                f"{config.kind} model"
+            )
     if config.kind != "auto":
         return config.kind
     from hardprompts.modeling import detect_kind

@@ -32,7 +32,7 @@ from hardprompts.tasks.base import (
     TaskRewards,
     register_task,
 )
-from hardprompts.tasks.data import PRESETS, Preset, Split, load_split
+from hardprompts.tasks.data import PRESETS, Preset, Split, check_folder_dataset, load_split
 from hardprompts.templates import Kind
 
 if TYPE_CHECKING:
@@ -64,6 +64,13 @@ def resolve_task(config: ClassificationTaskConfig, kind: Kind) -> Resolved:
     preset = PRESETS.get(config.dataset)
     template = config.template
     verbalizers = config.verbalizers
+    if preset is None and not config.dataset.startswith("hf:"):
+        check_folder_dataset(config.dataset)  # before asking for verbalizers
+    if preset is not None and verbalizers is not None and len(verbalizers) != preset.num_classes:
+        raise ConfigError(
+            f"task.verbalizers has {len(verbalizers)} words but {config.dataset} has "
+            f"{preset.num_classes} classes; give one label word per class"
+        )
     if preset is not None:
         template = template or (
             preset.masked_template if kind == "masked" else preset.causal_template
@@ -166,7 +173,16 @@ class ClassificationTask:
         if name not in self._splits:
             if self.config is None:
                 raise DataError(f"this task was given no {name} split")
-            self._splits[name] = load_split(self.config, name, self.num_classes)
+            split = load_split(self.config, name, self.num_classes)
+            missing = [c for c in range(self.num_classes) if c not in set(split.labels)]
+            if name == "train" and missing:  # more label words than the data has classes
+                raise DataError(
+                    f"task.verbalizers gives {self.num_classes} classes, but {split.source} has no "
+                    "example of class "
+                    + ", ".join(f"{c} ({self.verbalizers[c]!r})" for c in missing)
+                    + "; give one verbalizer per class of the data"
+                )
+            self._splits[name] = split
         return self._splits[name]
 
     def labels(self, name: str) -> torch.Tensor:

@@ -13,6 +13,7 @@ empty split is a :class:`~hardprompts.errors.DataError` naming the file and line
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,16 @@ class Split:
         return len(self.texts)
 
 
+def check_folder_dataset(dataset: str) -> None:
+    """A ``task.dataset`` that is not a preset must be an existing folder (with a close preset named)."""
+    if not Path(dataset).is_dir():
+        close = difflib.get_close_matches(dataset.lower(), list(PRESETS), n=1, cutoff=0.6)
+        raise ConfigError(
+            f"task.dataset {dataset!r} is neither a preset ({', '.join(PRESETS)}), nor an existing "
+            "folder, nor 'hf:<name>'" + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
+
+
 def default_data_dir() -> Path:
     """``$HARDPROMPTS_DATA_DIR``, else ``../shared/data/fsc`` (relative to the working directory)."""
     return Path(os.environ.get("HARDPROMPTS_DATA_DIR", "../shared/data/fsc"))
@@ -140,12 +151,8 @@ def split_path(config: TaskConfig, split: str) -> Path:
                 "$HARDPROMPTS_DATA_DIR) to the folder that holds <dataset>/<split_seed>/train.tsv"
             )
     else:
+        check_folder_dataset(config.dataset)
         root = Path(config.dataset)
-        if not root.is_dir():
-            raise ConfigError(
-                f"task.dataset {config.dataset!r} is neither a preset ({', '.join(PRESETS)}), nor an "
-                "existing folder, nor 'hf:<name>'"
-            )
     seeded = root / config.split_seed if config.split_seed else root
     candidates = [seeded, root] if split == "test" else [seeded]
     if config.split_seed and not seeded.is_dir():
