@@ -165,7 +165,7 @@ CASES = {
     "more verbalizers than classes": (
         [*TUNE, "--set", "task.verbalizers=[' terrible', ' okay', ' great']"],
         None,
-        "have no example of class 2 (' great')",
+        "has no example of class 2 (' great')",
     ),
     "more verbalizers than a preset's classes": (
         [*EVAL, "--set", "task.dataset=sst-2", "--set", "task.verbalizers=[' a', ' b', ' c']"],
