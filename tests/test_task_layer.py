@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "interpretability",
             "plots",
             "scorers",  # the style-transfer reward models (content, style, fluency, BLEU)
+            "runtime",  # threads and quiet libraries for the command line
         ],
     ),
     ("targets", ["targets"]),
