@@ -41,3 +41,7 @@ def not_utf8(path: object, exc: UnicodeDecodeError, fix: str = "save it as UTF-8
     return (
         f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); {fix}"
     )
+
+
+class MissingExtraError(HardpromptsError):
+    """An optional dependency group (a ``pip install "hardprompts[extra]"``) is needed but absent."""
