@@ -103,6 +103,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--eval-every", type=int, default=None, help="steps between selections (0: per epoch)"
     )
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--select-only",
+        action="store_true",
+        help="stop after training and print the selection accuracy (for choosing settings "
+        "without looking at test); nothing is saved",
+    )
     args = p.parse_args(argv)
     for k, v in DEFAULTS[args.dataset].items():
         if getattr(args, k) is None:
@@ -346,7 +352,7 @@ def training_command(args: argparse.Namespace) -> str:
     extra = [
         f"--{k.replace('_', '-')} {v}"
         for k, v in vars(args).items()
-        if k not in ("dataset", "data_dir") and defaults[k] != v
+        if k not in ("dataset", "data_dir", "select_only") and defaults[k] != v
     ]
     return " ".join(
         ["python scripts/train_style_classifier.py", f"--dataset {args.dataset}", *extra]
@@ -483,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     [y for _, y in sel_rows])  # fmt: skip
     results["cache_seconds"] = round(cache_s, 1)
     model.eval()
+    if args.select_only:
+        print(f"best selection accuracy {results['best']}", flush=True)
+        return
 
     def fill(tmp: Path) -> None:
         saved = save_composed_classifier(

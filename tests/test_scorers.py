@@ -184,7 +184,7 @@ def test_cosine_scorer_is_mean_pooled_cosine(tiny_roberta):
 def test_content_builder_errors(tiny_roberta):
     with pytest.raises(ConfigError, match="unknown content model 'roberta-large'.*bertscore:"):
         build_content_scorer("roberta-large")
-    with pytest.raises(ConfigError, match="needs a model"):
+    with pytest.raises(ConfigError, match="needs a model after the colon"):
         build_content_scorer("bertscore:")
     with pytest.raises(ConfigError, match="not bertscore"):
         build_content_scorer(f"cosine:{tiny_roberta}", layer=3)
@@ -452,3 +452,28 @@ def test_bleu_helpers():
     assert 0 < one < 100
     with pytest.raises(ConfigError, match="2 references for 1 outputs"):
         bleu(out[:1], out)
+
+
+@pytest.mark.slow
+def test_save_composed_refuses_changed_base_weights(minilm_cache, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    from hardprompts.scorers.style import save_composed_classifier
+
+    base = minilm_mod.minilm_path()
+    config = AutoConfig.from_pretrained(str(base), num_labels=2)
+    config.architectures = ["BertForSequenceClassification"]
+    model = BertForSequenceClassification(config)
+    state = {"bert." + k: v for k, v in load_file(str(base / "model.safetensors")).items()}
+    model.load_state_dict(state, strict=False)
+    tok = make_tiny_tokenizer()
+    kwargs = dict(base_model="builtin:minilm", base_prefix="bert.", trained_prefixes=["classifier."])
+    saved = save_composed_classifier(model, tok, tmp_path / "ok", **kwargs)
+    assert saved == ["classifier.bias", "classifier.weight"]
+    reloaded = build_style_scorer(str(tmp_path / "ok"), device="cpu").model
+    assert torch.equal(reloaded.classifier.weight, model.classifier.weight.half().float())
+    with torch.no_grad():
+        model.bert.encoder.layer[0].output.dense.bias.add_(1.0)
+    with pytest.raises(ValueError, match="layer.0.output.dense.bias is not in trained_prefixes"):
+        save_composed_classifier(model, tok, tmp_path / "bad", **kwargs)

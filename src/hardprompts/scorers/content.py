@@ -298,6 +298,17 @@ def _truncate_layers(model, layer: int):
     return model
 
 
+def _encoder(model: str, prefix: str) -> str:
+    """The encoder's name or folder; ``builtin:minilm`` becomes the extracted MiniLM folder."""
+    if not model:
+        raise ConfigError(f"content model {prefix!r} needs a model after the colon")
+    if model in MINILM_NAMES:
+        from hardprompts.scorers.minilm import minilm_path
+
+        return str(minilm_path())
+    return model
+
+
 def build_content_scorer(
     name: str,
     *,
@@ -312,6 +323,7 @@ def build_content_scorer(
 
     * ``builtin:minilm`` / ``minilm``: all-MiniLM-L6-v2 cosine (needs ``hardprompts[style]``);
     * ``cosine:<model>``: the same with any Hugging Face encoder (name or folder);
+      ``<model>`` may be ``builtin:minilm`` in both forms below;
     * ``bertscore:<model>``: BERTScore F1 (``layer``: default bert_score's table, else the last
       layer; ``baseline``: ``"auto"`` = bert_score's value for a known model and layer, a float,
       or ``None`` for raw F1). ``bertscore:roberta-large`` is RLPrompt's content reward.
@@ -321,25 +333,17 @@ def build_content_scorer(
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
     if name.startswith("bertscore:"):
-        model = name.removeprefix("bertscore:")
-        if not model:
-            raise ConfigError("content model 'bertscore:' needs a model after the colon")
+        model = _encoder(name.removeprefix("bertscore:"), "bertscore:")
         return BertScoreContent(model, layer=layer, baseline=baseline, **kwargs)
     if layer is not None:
         raise ConfigError(
             f"a BERTScore layer was given, but content model {name!r} is not bertscore:"
         )
-    if name in MINILM_NAMES or name.startswith("cosine:"):
-        if name in MINILM_NAMES:
-            from hardprompts.scorers.minilm import minilm_path
-
-            model, label = str(minilm_path()), "builtin:minilm"
-            kwargs["trust_remote_code"] = False
-        else:
-            model, label = name.removeprefix("cosine:"), name
-            if not model:
-                raise ConfigError("content model 'cosine:' needs a model after the colon")
-        return EmbeddingCosineContent(model, name=label, **kwargs)
+    if name in MINILM_NAMES:
+        return EmbeddingCosineContent(_encoder(name, ""), name="builtin:minilm", **kwargs)
+    if name.startswith("cosine:"):
+        model = _encoder(name.removeprefix("cosine:"), "cosine:")
+        return EmbeddingCosineContent(model, name=name, **kwargs)
     raise ConfigError(
         f"unknown content model {name!r}: write builtin:minilm (offline sentence-embedding cosine), "
         "cosine:<encoder name or folder>, or bertscore:<encoder name or folder> (RLPrompt: "
