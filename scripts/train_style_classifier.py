@@ -65,9 +65,17 @@ LABELS = {
     "shakespeare": {0: "early_modern", 1: "modern"},
 }
 MAX_HEAD_BYTES = 25 * 1024 * 1024
+#: Settings compared on the selection split only (never on test) before the shipped run.
+SETTINGS_TRIED = {
+    "yelp": [],
+    "shakespeare": [
+        ("--train-layers 2 --epochs 30", 0.745),
+        ("--train-layers 4 --epochs 20 (shipped)", 0.775),
+    ],
+}
 DEFAULTS = {  # per dataset: the shipped runs
-    "yelp": dict(epochs=2, lr=1e-4, eval_every=150, batch_size=32),
-    "shakespeare": dict(epochs=30, lr=1e-4, eval_every=0, batch_size=16),
+    "yelp": dict(epochs=2, lr=1e-4, eval_every=150, batch_size=32, train_layers=2),
+    "shakespeare": dict(epochs=20, lr=1e-4, eval_every=0, batch_size=16, train_layers=4),
 }
 
 
@@ -91,7 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--val-per-class", type=int, default=500, help="yelp: selection sentences per class"
     )
     p.add_argument(
-        "--train-layers", type=int, default=2, help="top transformer layers to train (of 6)"
+        "--train-layers", type=int, default=None, help="top transformer layers to train (of 6)"
     )
     p.add_argument("--max-length", type=int, default=64, help="tokens per sentence in training")
     p.add_argument("--epochs", type=int, default=None)
@@ -371,7 +379,7 @@ def model_card(record: dict) -> str:
             f"{a['train_per_class']:,} sentences per class for training and a disjoint "
             f"{a['val_per_class']:,} per class for model selection. The full files hold 25,278 "
             "negative and 38,205 positive sentences; the subsample keeps training to minutes on one "
-            "CPU thread. `sentiment.test.*` is read only after training, for the test accuracy below; "
+            "CPU thread. `sentiment.test.*` is read only after training, for the test accuracy above; "
             "`sentiment.ref.*` is never read."
         )
     else:
@@ -382,6 +390,11 @@ def model_card(record: dict) -> str:
             "training. Three test sentences also occur in this train file (short lines such as "
             '"At your choice, sir." that the dataset itself repeats).'
         )
+    tried = "".join(
+        f"\n* `{cmd}`: best selection accuracy {100 * acc:.1f}%" for cmd, acc in SETTINGS_TRIED[ds]
+    )
+    if tried:
+        data += "\n\nSettings were chosen on the selection accuracy alone:" + tried
     files = "\n".join(
         f"| `{f['path']}` | {f['lines']:,} | `{f['sha256'][:16]}…` | {f['use']} |"
         for f in record["data_files"]
@@ -452,9 +465,10 @@ clipping 1.0, dropout 0.1), batch {a["batch_size"]}, {a["epochs"]} epochs ({r["s
 ## Limitations
 
 * The Yelp classifier knows lower-cased, tokenised restaurant/shop review sentences; the
-  Shakespeare classifier learned from 200 sentences and mostly keys on archaic words and forms
-  (thou, thee, hath, 'tis …). Both can be fooled by outputs that game those cues, which is what
-  an RL prompt optimiser will try: inspect the rewrites, not only the style score.
+  Shakespeare classifier learned from 200 sentences only, so it is a weak judge (see the test
+  accuracy; many short lines are ambiguous between the two styles) and probably leans on
+  surface cues such as archaic words. Both can be fooled by outputs that game their cues, which
+  is what an RL prompt optimiser will try: inspect the rewrites, not only the style score.
 * They are reward models for experiments, not the BERT-base classifiers of the papers; numbers
   computed with them are not comparable to the papers' tables.
 """
