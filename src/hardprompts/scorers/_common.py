@@ -9,9 +9,15 @@ from pathlib import Path
 import torch
 
 from hardprompts.errors import ConfigError
-from hardprompts.modeling import _load_error, load_tokenizer, pick_device, resolve_model_path
+from hardprompts.modeling import (
+    _load_error,
+    load_tokenizer,
+    model_max_length,
+    pick_device,
+    resolve_model_path,
+)
 
-#: Longest input a scorer feeds its model when neither the call nor the model says otherwise.
+#: Longest input a scorer feeds its model unless the call says otherwise.
 DEFAULT_MAX_LENGTH = 512
 
 
@@ -42,9 +48,9 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int
         yield order[start : start + batch_size]
 
 
-def model_max_length(path: str, tokenizer, config, max_length: int | None) -> int:
+def max_length_for(path: str, model, tokenizer, max_length: int | None) -> int:
     """The explicit ``max_length``, else sentence-transformers' ``max_seq_length`` when the folder
-    has one, else the smaller of the tokenizer's and the model's limits (at most 512)."""
+    has one, else the model's limit (``modeling.model_max_length``) capped at 512."""
     if max_length is not None:
         if max_length < 2:
             raise ConfigError(f"max_length must be at least 2, got {max_length}")
@@ -54,21 +60,11 @@ def model_max_length(path: str, tokenizer, config, max_length: int | None) -> in
         value = json.loads(st.read_text()).get("max_seq_length")
         if isinstance(value, int) and value > 1:
             return value
-    limits = [DEFAULT_MAX_LENGTH]
-    tok_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_limit, int) and 1 < tok_limit < 1_000_000:
-        limits.append(tok_limit)
-    pos = getattr(config, "max_position_embeddings", None)
-    if isinstance(pos, int) and pos > 1:
-        # RoBERTa-style models offset positions by pad_token_id + 1
-        offset = (
-            (config.pad_token_id + 1) if getattr(config, "model_type", "") in _OFFSET_MODELS else 0
-        )
-        limits.append(pos - offset)
-    return min(limits)
-
-
-_OFFSET_MODELS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
+    try:
+        limit = model_max_length(model, tokenizer)
+    except ValueError:  # neither the tokenizer nor the config states a limit
+        limit = DEFAULT_MAX_LENGTH
+    return min(limit, DEFAULT_MAX_LENGTH)
 
 
 def load_frozen(model_cls, name: str, what: str, *, device: str, trust_remote_code: bool):

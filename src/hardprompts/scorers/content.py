@@ -29,8 +29,8 @@ from hardprompts.scorers._common import (
     dedup,
     length_batches,
     load_frozen,
+    max_length_for,
     model_device,
-    model_max_length,
 )
 
 #: bert_score's default layer per model (its ``model2layers`` table, chosen there by correlation
@@ -98,7 +98,7 @@ class EmbeddingCosineContent(ContentScorer):
         self.model, self.tokenizer, path = load_frozen(
             AutoModel, model, "encoder", device=device, trust_remote_code=trust_remote_code
         )
-        self.max_length = model_max_length(path, self.tokenizer, self.model.config, max_length)
+        self.max_length = max_length_for(path, self.model, self.tokenizer, max_length)
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
@@ -180,7 +180,7 @@ class BertScoreContent(ContentScorer):
             raise ConfigError(f"BERTScore layer {layer} is outside 0..{num_layers} for {model!r}")
         self.layer = layer
         self.model = _truncate_layers(encoder, layer)
-        self.max_length = model_max_length(path, self.tokenizer, encoder.config, max_length)
+        self.max_length = max_length_for(path, encoder, self.tokenizer, max_length)
         if baseline == "auto":
             if known is None or known[0] != layer:
                 raise ConfigError(

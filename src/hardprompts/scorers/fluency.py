@@ -21,7 +21,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from hardprompts.errors import ConfigError, ModelLoadError
-from hardprompts.modeling import load_lm, load_tokenizer, resolve_model_path
+from hardprompts.modeling import load_lm, load_tokenizer, model_max_length, resolve_model_path
 from hardprompts.scorers._common import check_texts, dedup, length_batches, model_device
 from hardprompts.scorers.style import StyleScorer, _read_config, is_sequence_classifier
 
@@ -141,11 +141,8 @@ class PerplexityFluency(FluencyScorer):
                 f"the tokenizer of {model!r} has neither a BOS nor an EOS token to start a text with"
             )
         self.prefix_id = int(prefix)
-        cfg = self.model.config
-        if max_length is None:  # the model's context (GPT-2: n_positions)
-            max_length = getattr(cfg, "n_positions", None) or getattr(
-                cfg, "max_position_embeddings", 1024
-            )
+        if max_length is None:  # the model's context
+            max_length = model_max_length(self.model, self.tokenizer)
         if max_length < 2:
             raise ConfigError(f"max_length must be at least 2, got {max_length}")
         self.max_length = int(max_length)

@@ -26,8 +26,8 @@ from hardprompts.scorers._common import (
     dedup,
     freeze,
     length_batches,
+    max_length_for,
     model_device,
-    model_max_length,
 )
 
 BASE_FILE = "hardprompts_base.json"
@@ -192,7 +192,7 @@ class StyleScorer:
         self.model, self.tokenizer, path = load_sequence_classifier(
             model, device=device, trust_remote_code=trust_remote_code
         )
-        self.max_length = model_max_length(path, self.tokenizer, self.model.config, max_length)
+        self.max_length = max_length_for(path, self.model, self.tokenizer, max_length)
         self.num_labels = max(2, int(self.model.config.num_labels))
         self.id2label = dict(self.model.config.id2label or {})
 
