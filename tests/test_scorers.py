@@ -125,9 +125,10 @@ def test_bertscore_matches_manual_computation(tiny_roberta):
     p = (sim.max(1).values * wo).sum() / wo.sum()
     r = (sim.max(0).values * ws).sum() / ws.sum()
     f = 2 * p * r / (p + r)
-    got = scorer.f1([src, src], [out, src])
+    got = scorer.f1([src, src, src, ""], [out, src, "", ""])
     assert got[0].item() == pytest.approx(f.item(), abs=1e-5)
     assert got[1].item() == pytest.approx(1.0, abs=1e-5)
+    assert got[2:].tolist() == [0.0, 0.0]  # an empty text has only special tokens
     assert scorer.model.encoder.layer.__len__() == 1  # layers above the one used are dropped
 
 

@@ -207,13 +207,10 @@ class BertScoreContent(ContentScorer):
         [CLS]/[SEP], 1 otherwise), float32 on the model's device."""
         ids: list[list[int]] = []
         for t in check_texts("texts", texts):
-            t = t.strip()
-            if not t:
-                ids.append(self.tokenizer.build_inputs_with_special_tokens([]))
-                continue
+            t = t.strip()  # an empty text becomes its special tokens only (F1 = 0)
             ids.append(
                 self.tokenizer(
-                    (" " + t) if self.prefix_space else t,
+                    (" " + t) if self.prefix_space and t else t,
                     truncation=True,
                     max_length=self.max_length,
                 )["input_ids"]
