@@ -86,5 +86,19 @@ def freeze(model, device: str):
     return model
 
 
+def padded_batches(model, tokenizer, texts: Sequence[str], batch_size: int, max_length: int):
+    """``(indices, encoding on the model's device)`` per length-sorted batch of ``texts``."""
+    device = model_device(model)
+    for idx in length_batches([len(t) for t in texts], batch_size):
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        yield idx, enc.to(device)
+
+
 def model_device(model) -> torch.device:
     return next(model.parameters()).device

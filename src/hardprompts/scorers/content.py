@@ -31,6 +31,7 @@ from hardprompts.scorers._common import (
     load_frozen,
     max_length_for,
     model_device,
+    padded_batches,
 )
 
 #: bert_score's default layer per model (its ``model2layers`` table, chosen there by correlation
@@ -105,15 +106,10 @@ class EmbeddingCosineContent(ContentScorer):
         """Unit-norm sentence embeddings ``[len(texts), d]`` (float32, on CPU)."""
         texts = check_texts("texts", texts)
         out = torch.empty(len(texts), self.model.config.hidden_size)
-        device = model_device(self.model)
-        for idx in length_batches([len(t) for t in texts], self.batch_size):
-            enc = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(device)
+        batches = padded_batches(
+            self.model, self.tokenizer, texts, self.batch_size, self.max_length
+        )
+        for idx, enc in batches:
             hidden = self.model(**enc).last_hidden_state.float()
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -25,9 +25,8 @@ from hardprompts.scorers._common import (
     check_texts,
     dedup,
     freeze,
-    length_batches,
     max_length_for,
-    model_device,
+    padded_batches,
 )
 
 BASE_FILE = "hardprompts_base.json"
@@ -202,15 +201,10 @@ class StyleScorer:
         texts = check_texts("texts", texts)
         unique, index = dedup(texts)
         out = torch.empty(len(unique), self.num_labels)
-        device = model_device(self.model)
-        for idx in length_batches([len(t) for t in unique], self.batch_size):
-            enc = self.tokenizer(
-                [unique[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(device)
+        batches = padded_batches(
+            self.model, self.tokenizer, unique, self.batch_size, self.max_length
+        )
+        for idx, enc in batches:
             logits = self.model(**enc).logits.float()
             if logits.shape[-1] == 1:
                 p1 = torch.sigmoid(logits[:, 0])
