@@ -33,3 +33,4 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/score_throughput.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/served_throughput.py

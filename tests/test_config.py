@@ -49,7 +49,7 @@ def test_override_parses_lists_and_keeps_strings():
         (["train.steps=0"], r"train\.steps: Input should be greater than or equal to 1"),
         (
             ["target.kind=encoder"],
-            r"target\.kind: Input should be 'auto', 'masked', 'causal' or 'openai'",
+            r"target\.kind: Input should be 'auto', 'masked', 'causal', 'openai' or 'openai-chat'",
         ),
         (["target.kind=openai"], r"target\.base_url is not set"),
         (["algorithm.name=nope"], r"unknown algorithm name 'nope'; valid names"),

@@ -149,6 +149,7 @@ def eval_cmd(
     from hardprompts.progress import CountProgress
     from hardprompts.runtime import threads as use_threads
     from hardprompts.tasks import build_task
+    from hardprompts.training import target_usage, usage_report
 
     cfg = _checked(_load(config, set_))
     if output is not None:
@@ -190,6 +191,7 @@ def eval_cmd(
         "target": cfg.target.model,
         **described,
         "results": [r.to_dict() for r in results],
+        **usage_report(task),
     }
     if output is not None:
         atomic_write_json(output, report)
@@ -216,6 +218,11 @@ def eval_cmd(
         )
     out.print(table)
     out.print(", ".join(f"{k} {v!r}" for k, v in described.items()))
+    usage = usage_report(task)
+    if usage["target_usage"]["pairs"]:
+        out.print(f"target work: {target_usage(task).summary()}")
+    if "approximation" in usage:
+        out.print(f"[yellow]note:[/] {usage['approximation']}")
     for path in (output, outputs):
         if path is not None:
             out.print(f"wrote {path}")

@@ -235,11 +235,13 @@ class TargetConfig(Section):
             "target of RLPrompt and PIN."
         ),
     )
-    kind: Literal["auto", "masked", "causal", "openai"] = Field(
+    kind: Literal["auto", "masked", "causal", "openai", "openai-chat"] = Field(
         "auto",
         description=(
-            "masked (RoBERTa-like), causal (GPT-like), openai (an OpenAI-compatible completions "
-            "endpoint), or auto: read from the model's config."
+            "masked (RoBERTa-like), causal (GPT-like), openai (an OpenAI-compatible /completions "
+            "endpoint: exact label-word log-probabilities), openai-chat (a /chat/completions "
+            "endpoint: classification from the top log-probabilities of the first answer token, an "
+            "approximation when a label word is not among them), or auto: read from the model's config."
         ),
     )
     device: str = Field("auto", description="torch device; auto = cuda when available, else cpu.")
@@ -267,33 +269,84 @@ class TargetConfig(Section):
         False,
         description="Allow model repositories to run their own code. Off unless you trust it.",
     )
-    base_url: str | None = Field(
+    base_url: str | list[str] | None = Field(
         None,
-        description="kind=openai: the server's base URL, e.g. http://localhost:8000/v1.",
+        description="kind=openai/openai-chat: the server's base URL, e.g. http://localhost:8000/v1, "
+        "or a list of URLs serving the same model: requests go to the least busy one, and a request "
+        "that fails on one endpoint is retried on the others.",
         json_schema_extra=NOT_IDENTITY,
     )
     api_key_env: str = Field(
         "OPENAI_API_KEY",
-        description="kind=openai: environment variable holding the API key, if any.",
+        description="kind=openai/openai-chat: environment variable holding the API key, if any.",
         json_schema_extra=NOT_IDENTITY,
     )
     request_timeout_s: float = Field(
-        60.0, gt=0, description="kind=openai: seconds per request.", json_schema_extra=NOT_IDENTITY
+        300.0,
+        gt=0,
+        description="kind=openai/openai-chat: seconds to wait for one answer before retrying it "
+        "(a busy server queues requests: a short timeout makes it compute them twice).",
+        json_schema_extra=NOT_IDENTITY,
+    )
+    max_retries: int = Field(
+        5,
+        ge=0,
+        description="kind=openai/openai-chat: retries of a request after HTTP 408/409/429/5xx, a "
+        "reset connection or a timeout, per endpoint, with exponential backoff (0.5 s doubling to 8 s, "
+        "jitter) or the server's Retry-After (the openai client's policy). 0 = the first fault stops.",
+        json_schema_extra=NOT_IDENTITY,
     )
     max_concurrency: int = Field(
         8,
         ge=1,
-        description="kind=openai: requests in flight at once.",
+        description="kind=openai/openai-chat: requests in flight at once (over all endpoints).",
         json_schema_extra=NOT_IDENTITY,
     )
+    texts_per_request: int = Field(
+        128,
+        ge=1,
+        description="kind=openai: most texts one /completions request carries.",
+        json_schema_extra=NOT_IDENTITY,
+    )
+    tokens_per_request: int = Field(
+        16384,
+        ge=1,
+        description="kind=openai: most prompt tokens one request carries (estimated as characters / "
+        "4 when no tokenizer is known); requests are sized by this and texts_per_request.",
+        json_schema_extra=NOT_IDENTITY,
+    )
+    top_logprobs: int = Field(
+        20,
+        ge=0,
+        description="kind=openai/openai-chat: top log-probabilities asked for at the answer position "
+        "(vLLM's default limit is 20, OpenAI's 20 for chat). openai: label words among them are read "
+        "from one request per text, the others from an exact echo request; 0 = always echo. "
+        "openai-chat: label words not among them make the score an approximation.",
+    )
+    tokenizer: str | None = Field(
+        "auto",
+        description="kind=openai/openai-chat: how the served model tokenises, for truncating inputs "
+        "exactly as in-process: a Hugging Face name or folder loaded locally, 'auto' (vLLM's /tokenize "
+        "endpoint when the server has one, else none), or null (send text; inputs longer than the "
+        "served context are an error).",
+    )
+    request_cache: str | None = Field(
+        "auto",
+        description="kind=openai/openai-chat: folder of the cache of finished scoring requests, keyed "
+        "by model name, text and label words, so a re-run or a resumed run does not ask the server "
+        "again. auto = $HARDPROMPTS_CACHE_DIR/requests, else ~/.cache/hardprompts/requests; null = "
+        "off. Clear it when different weights are served under the same model name.",
+        json_schema_extra=NOT_IDENTITY,
+    )
+
     device_map: DeviceMap | None = device_map_field("target")
     max_memory: MaxMemory | None = max_memory_field()
 
     @field_validator("base_url")
     @classmethod
-    def _url_has_scheme(cls, value: str | None) -> str | None:
-        if value is not None:
-            url = urlparse(value)
+    def _url_has_scheme(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for item in [value] if isinstance(value, str) else value or []:
+            url = urlparse(item)
             if url.scheme not in ("http", "https") or not url.netloc:
                 raise ValueError(
                     "give the server's full URL with its scheme, e.g. http://localhost:8000/v1"
@@ -302,8 +355,10 @@ class TargetConfig(Section):
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> TargetConfig:
-        if self.kind == "openai" and not self.base_url:
-            raise ValueError("target.kind is 'openai' but target.base_url is not set")
+        if self.kind in ("openai", "openai-chat") and not self.base_url:
+            raise ValueError(f"target.kind is {self.kind!r} but target.base_url is not set")
+        if isinstance(self.base_url, list) and not self.base_url:
+            raise ValueError("target.base_url is an empty list; give at least one URL")
         check_placement("target.", self.device, self.device_map, self.max_memory)
         return self
 

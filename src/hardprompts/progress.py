@@ -51,7 +51,9 @@ class TrainProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
-    def update(self, step: int, values: dict[str, float], best: dict | None) -> None:
+    def update(
+        self, step: int, values: dict[str, float], best: dict | None, usage: str | None = None
+    ) -> None:
         info = []
         for key in ("charts/mean_reward", "rewards/mean", "charts/reward"):
             if key in values:
@@ -62,6 +64,8 @@ class TrainProgress:
         elapsed = self.progress.tasks[0].elapsed or 0.0
         if elapsed > 0:
             info.append(f"{(step - self.start) / elapsed:.2f} steps/s")
+        if usage:
+            info.append(f"target: {usage}")
         self.progress.update(self.task, completed=step, info="  ".join(info))
 
 

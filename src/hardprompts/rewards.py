@@ -229,6 +229,9 @@ class TrainingReward:
             return self._uncached(list(prompts))
         known = self.cache if self.use_cache else {}
         new = [p for p in dict.fromkeys(prompts) if p not in known]  # distinct, unseen
+        usage = getattr(getattr(self.task, "target", None), "usage", None)  # what the run cost
+        if usage is not None and self.use_cache:
+            usage.add(reward_cache_hits=len(prompts) - len(new))
         fresh = self._score(new) if new else {}
         if self.use_cache:
             self.cache.update(fresh)

@@ -44,6 +44,7 @@ from hardprompts.checkpoint import (
 from hardprompts.config import Config, identity_changes
 from hardprompts.errors import CheckpointError, ConfigError, DataError
 from hardprompts.metrics import prompt_perplexity
+from hardprompts.targets.usage import TargetUsage
 from hardprompts.tasks import EvalResult, PromptTask, build_task
 
 __all__ = ["Algorithm", "RunContext", "run", "run_with_context", "seed_everything"]
@@ -228,6 +229,7 @@ def run_with_context(
         task.load_state_dict(state.get("task", {}))
         loop = {k: state["loop"][k] for k in ("step", "best", "wall_seconds")}
         _set_rng_state(state["loop"]["rng"])
+        target_usage(task).load_dict(state["loop"].get("target_usage"))
         _truncate_metrics(out_dir / "metrics.jsonl", loop["step"])
     elif (out_dir / "metrics.jsonl").exists():
         (out_dir / "metrics.jsonl").unlink()
@@ -240,6 +242,7 @@ def run_with_context(
     def checkpoint(step: int) -> None:
         loop_state = {**loop, "step": step, "wall_seconds": time.perf_counter() - started}
         loop_state.update(rng=_rng_state(), config=config.to_dict(), version=__version__)
+        loop_state["target_usage"] = target_usage(task).to_dict()
         save_checkpoint(
             ckpt_dir,
             {"loop": loop_state, "algorithm": algo.state_dict(), "task": task.state_dict()},
@@ -270,7 +273,7 @@ def run_with_context(
                     values.update(algo.after_eval(done, results))
                 values["charts/step_seconds"] = time.perf_counter() - t0
                 logger.log(done, values)
-                bar.update(done, values, loop["best"])
+                bar.update(done, values, loop["best"], _usage_line(task))
                 if done % config.train.checkpoint_every == 0 or done == steps:
                     checkpoint(done)
                 loop["step"] = done
@@ -280,6 +283,30 @@ def run_with_context(
     result = _finish(config, algo, task, loop, time.perf_counter() - started)
     atomic_write_json(out_dir / "result.json", result)
     return result, ctx
+
+
+def target_usage(task: Any) -> TargetUsage:
+    """The work counters of the task's target (empty ones for a task without a counted target)."""
+    usage = getattr(getattr(task, "target", None), "usage", None)
+    return usage if isinstance(usage, TargetUsage) else TargetUsage()
+
+
+def _usage_line(task: Any) -> str | None:
+    usage = target_usage(task)
+    return usage.summary() if usage.pairs or usage.requests else None
+
+
+def usage_report(task: Any) -> dict[str, Any]:
+    """``target_usage`` for result.json (what the run cost), and a note when scores are approximate."""
+    usage = target_usage(task).to_dict()
+    out: dict[str, Any] = {"target_usage": usage}
+    if usage["approximate_scores"]:
+        out["approximation"] = (
+            f"{usage['approximate_scores']} scored texts had a label word outside the top "
+            "log-probabilities the chat endpoint returned; its score is an upper bound (the lowest "
+            "returned log-probability), not exact. Raise target.top_logprobs or use kind: openai."
+        )
+    return out
 
 
 def _finish(
@@ -304,6 +331,7 @@ def _finish(
         "steps": loop["step"],
         "wall_seconds": wall,
         **algo.result_extras(),
+        **usage_report(task),
         "config": config.to_dict(),
         "version": __version__,
     }

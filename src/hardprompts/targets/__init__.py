@@ -77,7 +77,7 @@ class ContinuationTarget(Protocol):
 
 
 def target_kind(config: TargetConfig) -> str:
-    """The resolved kind (masked, causal or openai) of a target config.
+    """The resolved kind (masked, causal, openai or openai-chat) of a target config.
 
     A kind set by hand must agree with the architecture the model's config names (a masked-LM
     config pointed at a causal model is an error naming target.kind, not a failed load).
@@ -102,8 +102,10 @@ def target_kind(config: TargetConfig) -> str:
 
 def template_kind(kind: str) -> Kind:
     """Which templates a target kind reads: masked, or causal (a served endpoint continues text)."""
-    if kind not in ("masked", "causal", "openai"):
-        raise ConfigError(f"target.kind {kind!r} is not one of auto, masked, causal, openai")
+    if kind not in ("masked", "causal", "openai", "openai-chat"):
+        raise ConfigError(
+            f"target.kind {kind!r} is not one of auto, masked, causal, openai, openai-chat"
+        )
     return "masked" if kind == "masked" else "causal"
 
 
@@ -112,10 +114,11 @@ def build_target(
 ) -> Target:
     """Load the configured target for a template and label words (``kind``: resolved already)."""
     kind = kind or target_kind(config)
-    if kind == "openai":
-        from hardprompts.targets.openai import OpenAITarget
+    if kind in ("openai", "openai-chat"):
+        from hardprompts.targets.openai import OpenAIChatTarget, OpenAITarget
 
-        return OpenAITarget.from_config(config, template, verbalizers)
+        cls = OpenAITarget if kind == "openai" else OpenAIChatTarget
+        return cls.from_config(config, template, verbalizers)
     from hardprompts.targets.hf import HFTarget
 
     return HFTarget.from_config(config, template, verbalizers, template_kind(kind))

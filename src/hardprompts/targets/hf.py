@@ -28,6 +28,7 @@ from transformers import DynamicCache
 from hardprompts.config import TargetConfig
 from hardprompts.errors import TargetError
 from hardprompts.modeling import load_lm, load_tokenizer, model_max_length, placement
+from hardprompts.targets.usage import TargetUsage
 from hardprompts.templates import Encoded, Kind, Template, TemplateEncoder, verbalizer_ids
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,16 @@ class HFTarget:
                 "scored position (correct but slower)",
                 type(model).__name__,
             )
+        # What the run cost: forwards and tokens (padding included) of this target's scoring only;
+        # the model may be shared (e.g. with a policy), so the hook counts only inside score().
+        self.usage = TargetUsage()
+        self._scoring = False
+        model.base_model.register_forward_pre_hook(self._count_forward, with_kwargs=True)
+
+    def _count_forward(self, module, args, kwargs) -> None:
+        if self._scoring:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self.usage.add(requests=1, prompt_tokens=ids.numel() if ids is not None else 0)
 
     @classmethod
     def from_config(
@@ -194,15 +205,20 @@ class HFTarget:
         """
         keys = [p.strip() for p in prompts]
         unique = list(dict.fromkeys(keys))  # identical prompts are scored once
-        if self.kind == "causal" and self.template.prompt_after_input:
-            logits = self._score_cached(unique, list(texts), progress)
-        else:
-            logits = self._score_pairs(
-                unique,
-                list(texts),
-                [(p, n) for p in range(len(unique)) for n in range(len(texts))],
-                progress,
-            )
+        self._scoring = True
+        try:
+            if self.kind == "causal" and self.template.prompt_after_input:
+                logits = self._score_cached(unique, list(texts), progress)
+            else:
+                logits = self._score_pairs(
+                    unique,
+                    list(texts),
+                    [(p, n) for p in range(len(unique)) for n in range(len(texts))],
+                    progress,
+                )
+        finally:
+            self._scoring = False
+        self.usage.add(pairs=len(unique) * len(texts))
         where = {p: i for i, p in enumerate(unique)}
         return logits[[where[k] for k in keys]]
 
@@ -386,6 +402,13 @@ class HFTarget:
     ) -> list[list[float]]:
         """For each text, the summed log-probability of each of its continuations given the text
         (each text's cache computed once and shared by its choices: :mod:`.choices`)."""
+        self._scoring = True  # counted as target work (usage)
+        try:
+            return self._continuation_logprobs(texts, continuations, progress)
+        finally:
+            self._scoring = False
+
+    def _continuation_logprobs(self, texts, continuations, progress) -> list[list[float]]:
         if self._choice_scorer is None:
             from hardprompts.targets.choices import ChoiceScorer
 
@@ -399,6 +422,13 @@ class HFTarget:
     def generate(self, texts: Sequence[str], **kwargs) -> list[list[str]]:
         """For each text, ``num_samples`` continuations cut before ``stop`` (contract 2; the
         arguments of :meth:`hardprompts.targets.generation.TextGenerator.generate`)."""
+        self._scoring = True  # counted as target work (usage)
+        try:
+            return self._generate(texts, **kwargs)
+        finally:
+            self._scoring = False
+
+    def _generate(self, texts: Sequence[str], **kwargs) -> list[list[str]]:
         if self._generator is None:
             from hardprompts.targets.generation import TextGenerator
 

@@ -1,0 +1,368 @@
+"""Talking to served models: endpoints, retries, the request cache and the served tokenizer.
+
+Shared by the ``/completions`` and ``/chat/completions`` targets (:mod:`hardprompts.targets.openai`).
+
+* :class:`Endpoints` holds one maintained ``openai`` client per base URL over one pooled HTTP
+  client (keep-alive connections, at most ``max_concurrency`` of them). Each request goes to the
+  least busy endpoint. The ``openai`` client retries it there (``max_retries`` times) after HTTP
+  408/409/429/5xx, a reset connection or a timeout, waiting the server's ``Retry-After`` when it
+  sends one (up to 120 s; a longer one is not waited) and otherwise 0.5 s doubling to 8 s, minus
+  up to 25 % jitter. When the retries are spent on one endpoint the request moves to the next;
+  when every endpoint has failed, a :class:`~hardprompts.errors.TargetError` names the
+  endpoints, the last status and what to change.
+* :class:`RequestCache` keeps the class scores of finished requests in an append-only JSONL file,
+  keyed by model name, the exact text (or token ids) and the label words, so a re-run of ``eval``
+  or a resumed run does not ask the server again. Stored values are the server's own numbers
+  (JSON floats round-trip exactly), so a result never depends on whether it came from the cache.
+* :class:`ServedTokenizer` tokenises through vLLM's ``/tokenize`` endpoint, so inputs are cut to
+  the served context exactly as the in-process target cuts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hardprompts.errors import ConfigError, TargetError
+from hardprompts.targets.usage import TargetUsage
+
+log = logging.getLogger(__name__)
+
+# Statuses after which the openai client retries (its own policy); others are the request's fault.
+RETRIED = {408, 409, 429}
+
+
+def _retried(status: int) -> bool:
+    return status in RETRIED or status >= 500
+
+
+class Fields(dict):
+    """A JSON object whose fields read as attributes (``choice.logprobs``; None when absent)."""
+
+    __getattr__ = dict.get
+
+
+class _Endpoint:
+    def __init__(self, url: str, client: Any) -> None:
+        self.url = url
+        self.client = client
+        self.busy = 0
+        self.sent = 0
+
+
+class Endpoints:
+    """OpenAI-compatible endpoints serving the same model, with pooling, retries and failover.
+
+    Args:
+        urls: base URLs such as ``http://localhost:8000/v1``.
+        api_key: bearer token (``None``: servers that need none, such as a local vLLM).
+        timeout_s: seconds to wait for one answer.
+        max_retries: retries per endpoint (the openai client's backoff policy, see the module doc).
+        max_concurrency: connections kept open and requests in flight at once.
+        usage: counters of requests, retries and tokens.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        api_key: str | None,
+        timeout_s: float,
+        max_retries: int,
+        max_concurrency: int,
+        usage: TargetUsage,
+    ) -> None:
+        import httpx2
+        import openai
+
+        self.usage = usage
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.http = httpx2.Client(
+            timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            limits=httpx2.Limits(
+                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+            ),
+            event_hooks={"request": [self._on_request]},
+        )
+        self.endpoints = [
+            _Endpoint(
+                url.rstrip("/"),
+                openai.OpenAI(
+                    base_url=url.rstrip("/"),
+                    api_key=api_key or "EMPTY",
+                    timeout=timeout_s,
+                    max_retries=max_retries,
+                    http_client=self.http,
+                ),
+            )
+            for url in urls
+        ]
+        self.lock = threading.Lock()
+        self._turn = 0
+
+    def _on_request(self, request: Any) -> None:
+        if not request.url.path.endswith("completions"):
+            return  # /tokenize is not scoring work
+        retry = int(request.headers.get("x-stainless-retry-count", "0") or 0) > 0
+        self.usage.add(requests=1, retries=int(retry))
+
+    @property
+    def urls(self) -> list[str]:
+        return [ep.url for ep in self.endpoints]
+
+    def _order(self) -> list[_Endpoint]:
+        """Endpoints, least busy first (ties in turn), so the load spreads over all of them."""
+        with self.lock:
+            self._turn += 1
+            n = len(self.endpoints)
+            rotated = [self.endpoints[(self._turn + i) % n] for i in range(n)]
+            return sorted(rotated, key=lambda ep: ep.busy)
+
+    @contextmanager
+    def _use(self, ep: _Endpoint):
+        with self.lock:
+            ep.busy += 1
+            ep.sent += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                ep.busy -= 1
+
+    def create(self, api: str, **body: Any) -> Any:
+        """POST one request (``api`` is ``completions`` or ``chat``); retried, then failed over."""
+        import openai
+
+        route = "/completions" if api == "completions" else "/chat/completions"
+        failures: list[str] = []
+        last_status: int | None = None
+        for ep in self._order():
+            resource = ep.client.completions if api == "completions" else ep.client.chat.completions
+            with self._use(ep):
+                try:
+                    raw = resource.with_raw_response.create(**body)
+                except openai.APIStatusError as exc:
+                    if not _retried(exc.status_code):
+                        raise self._refused(ep.url + route, exc) from None
+                    last_status = exc.status_code
+                    failures.append(f"{ep.url + route} answered HTTP {exc.status_code}")
+                    continue
+                except openai.APITimeoutError:
+                    failures.append(f"{ep.url + route} gave no answer within {self.timeout_s:g} s")
+                    continue
+                except openai.APIConnectionError as exc:
+                    cause = exc.__cause__ or exc
+                    failures.append(f"cannot reach {ep.url + route} ({cause})")
+                    continue
+            # Parsed as plain JSON: the client's typed models cost more than the request itself
+            # for echo answers of thousands of tokens.
+            try:
+                response = json.loads(raw.http_response.content, object_hook=Fields)
+            except ValueError:
+                raise TargetError(
+                    f"{ep.url + route} answered with something that is not JSON; check target.base_url"
+                ) from None
+            usage = response.usage
+            if usage:
+                self.usage.add(
+                    prompt_tokens=usage.prompt_tokens or 0,
+                    completion_tokens=usage.completion_tokens or 0,
+                )
+            return response
+        raise self._exhausted(failures, last_status)
+
+    def _exhausted(self, failures: list[str], last_status: int | None) -> TargetError:
+        tries = f"{self.max_retries + 1} attempt{'s' if self.max_retries else ''}"
+        what = "; ".join(failures)
+        if last_status is not None:
+            fix = (
+                "the server is overloaded or failing: lower target.max_concurrency, raise "
+                "target.max_retries, or check the server's log"
+            )
+        elif all("no answer within" in f for f in failures):
+            fix = (
+                "the server is reachable but slow: raise target.request_timeout_s or lower "
+                "target.tokens_per_request / target.texts_per_request"
+            )
+        else:
+            fix = "check target.base_url and that the server is running (raise target.max_retries to wait longer)"
+        per = "each endpoint" if len(failures) > 1 else "the endpoint"
+        return TargetError(
+            f"{what} ({tries} on {per}, target.max_retries={self.max_retries}); {fix}"
+        )
+
+    def _refused(self, url: str, exc: Any) -> TargetError:
+        status = exc.status_code
+        detail = str(getattr(exc, "message", exc))[:400]
+        if status in (401, 403):
+            fix = "set the API key in the environment variable named by target.api_key_env"
+        elif status == 404:
+            fix = (
+                "check target.base_url (it usually ends in /v1) and target.model (the served name)"
+            )
+        elif "context" in detail.lower() or "maximum" in detail.lower():
+            fix = (
+                "the text is longer than the served context: set target.tokenizer (or serve vLLM, "
+                "whose /tokenize is used) so that inputs are truncated, or lower target.max_length"
+            )
+        else:
+            fix = "the server rejected the request; check that it supports this request (see the detail)"
+        return TargetError(f"{url} answered HTTP {status}: {detail}; {fix}")
+
+    def post_json(self, path: str, body: dict) -> tuple[int, Any]:
+        """POST to the server root (e.g. ``/tokenize``) of the first endpoint; (status, JSON or None).
+
+        Not retried: used only for optional endpoints, whose absence is an answer.
+        """
+        import httpx2
+
+        root = self.endpoints[0].url.removesuffix("/v1")
+        try:
+            r = self.http.post(root + path, json=body)
+        except httpx2.HTTPError:
+            return 0, None
+        try:
+            return r.status_code, r.json()
+        except ValueError:
+            return r.status_code, None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class ServedTokenizer:
+    """The served model's tokenizer through vLLM's ``/tokenize`` (what a TemplateEncoder needs).
+
+    Built by :meth:`probe`, which returns None when the server has no such endpoint.
+    """
+
+    mask_token_id = None
+    pad_token_id = None
+
+    def __init__(self, endpoints: Endpoints, model: str, max_model_len: int | None) -> None:
+        self.endpoints = endpoints
+        self.model = model
+        self.max_model_len = max_model_len
+        self.bos_token_id = None
+        self.eos_token_id = None
+
+    @classmethod
+    def probe(cls, endpoints: Endpoints, model: str) -> ServedTokenizer | None:
+        """The served tokenizer, or None when the server answers that it has no ``/tokenize``.
+
+        A server that does not answer at all is an error (after the same number of tries as a
+        scoring request): deciding "no tokenizer" then would change how inputs are truncated.
+        """
+        body = {"model": model, "prompt": "hello", "add_special_tokens": True}
+        for attempt in range(endpoints.max_retries + 1):
+            status, payload = endpoints.post_json("/tokenize", body)
+            if status != 0:
+                break
+            time.sleep(min(0.5 * 2**attempt, 8.0))
+        else:
+            raise TargetError(
+                f"cannot reach {endpoints.urls[0]} (asking its /tokenize, "
+                f"{endpoints.max_retries + 1} attempts); check target.base_url and that the server "
+                "is running, or set target.tokenizer"
+            )
+        if status != 200 or not isinstance(payload, dict) or "tokens" not in payload:
+            return None
+        tok = cls(endpoints, model, payload.get("max_model_len"))
+        lead = tok("hello", add_special_tokens=True)["input_ids"]
+        bare = tok("hello", add_special_tokens=False)["input_ids"]
+        if len(lead) > len(bare):
+            tok.bos_token_id = lead[0]
+        return tok
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        status, payload = self.endpoints.post_json(
+            "/tokenize",
+            {"model": self.model, "prompt": text, "add_special_tokens": add_special_tokens},
+        )
+        if status != 200 or not isinstance(payload, dict):
+            raise TargetError(
+                f"{self.endpoints.urls[0]}: /tokenize answered {status or 'nothing'} after answering "
+                "before; check the server, or set target.tokenizer to the model's tokenizer"
+            )
+        return {"input_ids": list(payload["tokens"])}
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of token ids (vLLM's ``/detokenize``)."""
+        status, payload = self.endpoints.post_json(
+            "/detokenize", {"model": self.model, "tokens": list(ids)}
+        )
+        if status != 200 or not isinstance(payload, dict) or "prompt" not in payload:
+            raise TargetError(
+                f"{self.endpoints.urls[0]}: /detokenize answered {status or 'nothing'}; set "
+                "target.tokenizer to the model's tokenizer to truncate chat inputs"
+            )
+        return payload["prompt"]
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [str(i) for i in ids]
+
+
+def cache_folder(setting: str | None) -> Path | None:
+    """The request cache's folder for ``target.request_cache`` (None: off)."""
+    if setting is None:
+        return None
+    if setting != "auto":
+        return Path(setting).expanduser()
+    base = os.environ.get("HARDPROMPTS_CACHE_DIR")
+    root = Path(base) if base else Path.home() / ".cache" / "hardprompts"
+    return root / "requests"
+
+
+class RequestCache:
+    """Scores of finished requests in ``<folder>/<model hash>.jsonl`` (append-only, one line each).
+
+    A line is written whole with one ``write`` and flushed; a line cut short by a crash is skipped
+    when the file is read again (the request is simply asked again).
+    """
+
+    def __init__(self, folder: Path, model: str) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the request cache folder {folder} ({exc}); set target.request_cache "
+                "to a writable folder, or to null to turn the cache off"
+            ) from None
+        self.path = folder / (hashlib.sha256(model.encode()).hexdigest()[:16] + ".jsonl")
+        self.model = model
+        self.lock = threading.Lock()
+        self.values: dict[str, Any] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                    self.values[item["k"]] = item["v"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line torn by a crash
+        self.fh = self.path.open("a", encoding="utf-8")
+
+    def key(self, *parts: Any) -> str:
+        raw = json.dumps([self.model, *parts], ensure_ascii=False)
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        line = json.dumps({"k": key, "v": value}) + "\n"
+        with self.lock:
+            self.values[key] = value
+            self.fh.write(line)
+            self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
