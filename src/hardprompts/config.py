@@ -51,6 +51,7 @@ __all__ = [
     "ClassificationTaskConfig",
     "Config",
     "PolicyConfig",
+    "RewardConfig",
     "TargetConfig",
     "TaskConfig",
     "TrainConfig",
@@ -395,6 +396,43 @@ class AlgorithmConfig(Section):
         raise NotImplementedError(f"algorithm {self.name!r} has no implementation registered")
 
 
+class RewardConfig(Section):
+    """The reward models of tasks that judge generated text (``task.kind: style_transfer``).
+
+    Names are Hugging Face names or local folders, or the project's ``builtin:`` models; see
+    :mod:`hardprompts.scorers` for the accepted forms. Classification ignores this section.
+    """
+
+    content_model: str = Field(
+        "bertscore:roberta-large",
+        description="Content preservation scorer: bertscore:<encoder> (BERTScore F1, baseline-"
+        "rescaled where the table knows the model), cosine:<encoder>, or builtin:minilm (cosine "
+        "of all-MiniLM-L6-v2 embeddings, offline, needs the 'style' extra). Default "
+        "bertscore:roberta-large, RLPrompt's content reward.",
+    )
+    style_model: str | None = Field(
+        None,
+        description="Style classifier (any Hugging Face *ForSequenceClassification name or "
+        "folder). Unset: the preset's built-in classifier (builtin:yelp-style, "
+        "builtin:shakespeare-style; RLPrompt fine-tuned its own BERT-base per dataset, not "
+        "published); a folder dataset must name one.",
+    )
+    fluency_model: str = Field(
+        "cointegrated/roberta-large-cola-krishna2020",
+        description="Fluency judge of the evaluation: a grammaticality classifier (default the "
+        "CoLA RoBERTa-large of RLPrompt's evaluator) or lm:<causal LM> for per-sentence "
+        "perplexity (then joint and gm are not defined and are reported as null).",
+    )
+    perplexity_model: str = Field(
+        "lm:builtin:yelp-small",
+        description="Causal LM of the evaluation's output_perplexity (token-weighted corpus "
+        "perplexity, as RLPrompt's evaluator with its GPT-2 fine-tuned on Yelp). Default the "
+        "built-in Yelp LM.",
+    )
+    device: str = Field("auto", description="torch device of the reward models; auto = cuda if any.")
+    batch_size: int = Field(64, ge=1, description="Texts per forward pass of a reward model.")
+
+
 class TrainConfig(Section):
     """The optimisation loop shared by all algorithms."""
 
@@ -428,6 +466,7 @@ BUILTIN_PLUGINS: dict[str, dict[str, str]] = {
     "task": {  # classification is defined in this module
         "generation": "hardprompts.tasks.generation",
         "multiple_choice": "hardprompts.tasks.multiple_choice",
+        "style_transfer": "hardprompts.tasks.style",
     },
 }
 
@@ -517,6 +556,10 @@ class Config(Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="The RL prompt policy.")
     algorithm: SerializeAsAny[AlgorithmConfig] | None = Field(
         None, description="The optimiser; algorithm.name picks it. Needed by `tune`, not by `eval`."
+    )
+    reward: RewardConfig = Field(
+        default_factory=RewardConfig,
+        description="Reward models of text-generating tasks (style transfer); unused otherwise.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
     out_dir: str = Field(

@@ -80,21 +80,30 @@ def perplexity_regularised(task: Tensor, log_perplexity: Tensor | None, weight: 
     return task - weight * log_perplexity  # R_total = R_task − α · log PPL(z)
 
 
-def zscore(reward: Tensor, eps: float = 1e-4, groups: Tensor | None = None) -> Tensor:
+def zscore(
+    reward: Tensor,
+    eps: float = 1e-4,
+    groups: Tensor | None = None,
+    spread: Tensor | None = None,
+) -> Tensor:
     """R̃ = (R − mean) / (std + 1e-4) over the P prompts of one step. [P] → [P].
 
     The standard deviation is the population one (divide by P), as ``np.std`` in RLPrompt's
     reward; equal rewards give R̃ = 0. With ``groups`` ([P] ids), each group of prompts is
     z-scored on its own (RLPrompt's style transfer: per input); a group of one gets 0.
+    With ``spread`` ([P, K]), mean and std are taken over every value of the group's rows
+    instead of over its rewards (RLPrompt's style transfer: over the K bootstrap maxima of
+    every prompt of the input, ``np.mean``/``np.std`` of its ``input_rewards[src]`` list).
     """
     if groups is not None:
         out = torch.empty_like(reward)
         for g in groups.unique():
             sel = groups == g
-            out[sel] = zscore(reward[sel], eps)
+            out[sel] = zscore(reward[sel], eps, spread=None if spread is None else spread[sel])
         return out
-    mean = reward.mean()
-    std = reward.std(correction=0)
+    values = reward if spread is None else spread.reshape(-1)
+    mean = values.mean()
+    std = values.std(correction=0)
     return (reward - mean) / (std + eps)  # R̃ = (R − mean) / (std + 1e-4)
 
 
@@ -257,7 +266,17 @@ class TrainingReward:
         )
         total = perplexity_regularised(task, log_ppl, self.perplexity_weight)
         group = None if raw.group is None else raw.group.cpu()
-        shaped = shaped_reward(total, normalise=self.normalise, scale=self.scale, groups=group)
+        spread = None
+        if raw.spread is not None:  # each prompt's values share its perplexity term
+            spread = raw.spread.detach().float().cpu()
+            if log_ppl is not None:
+                spread = spread - self.perplexity_weight * log_ppl[:, None]
+        z = zscore(total, groups=group, spread=spread) if self.normalise else total
+        if raw.shaping is None:
+            shaped = self.scale * z  # r_final = scale · R̃
+        else:
+            lo, hi = raw.shaping
+            shaped = lo + (hi - lo) * z  # RLPrompt's shaping of [0, 1] onto [new_min, new_max]
         return RewardBatch(task, log_ppl, total, shaped, len(prompts), group, dict(raw.metrics))
 
     def state_dict(self) -> dict[str, Any]:

@@ -89,11 +89,19 @@ class TaskRewards:
             shared shaping (e.g. prompts scored on the same input); None: all P together.
         metrics: per-prompt scalars, each [P] (classification: ``accuracy``), for logging and
             for the algorithms' candidate pools.
+        spread: [P, K] or None. The values whose mean and standard deviation (over all rows of
+            a group) z-score each prompt's reward, instead of the group's P rewards themselves
+            (RLPrompt's style transfer: each prompt's K bootstrap maxima, whose mean is its
+            reward). None: the rewards.
+        shaping: (new_min, new_max) or None. Map the z-score z to new_min + (new_max − new_min)·z
+            (RLPrompt's reward_shaping from [0, 1]) in place of the algorithm's ``scale · z``.
     """
 
     reward: Tensor
     group: Tensor | None = None
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    spread: Tensor | None = None
+    shaping: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
