@@ -19,8 +19,18 @@ def read_metrics(path: str | Path) -> list[dict]:
     ]
 
 
-def plot_training_curves(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Path:
-    """Write a PNG with the training reward (left) and dev accuracy (right) against the step."""
+def plot_training_curves(
+    metrics_path: str | Path,
+    png_path: str | Path,
+    title: str = "",
+    dev_score: str = "accuracy",
+    extra_keys: tuple[str, ...] = (),
+) -> Path:
+    """Write a PNG with the training reward (left) and the dev score (right) against the step.
+
+    ``dev_score``: the task's score name (``dev/<name>`` in the metrics; classification:
+    accuracy, style transfer: reward); ``extra_keys``: more training curves on the left (style
+    transfer: ``rewards/content``, ``rewards/style``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,12 +52,16 @@ def plot_training_curves(metrics_path: str | Path, png_path: str | Path, title: 
             left.plot(
                 [s for s, _ in pts], smooth, color="tab:blue", lw=2, label=f"moving mean ({window})"
             )
+        for key in extra_keys:
+            more = [(r["step"], r[key]) for r in rows if key in r]
+            if more:
+                left.plot(*zip(*more, strict=True), lw=1, label=key)
         left.legend(loc="best", fontsize=8)
     left.set(xlabel="step", ylabel="training reward", title="reward")
     dev = [
-        (r["step"], r["dev/accuracy"], r.get("dev/best_accuracy"))
+        (r["step"], r[f"dev/{dev_score}"], r.get(f"dev/best_{dev_score}"))
         for r in rows
-        if "dev/accuracy" in r
+        if f"dev/{dev_score}" in r
     ]
     if dev:
         right.plot(
@@ -55,11 +69,12 @@ def plot_training_curves(metrics_path: str | Path, png_path: str | Path, title: 
             [d[1] for d in dev],
             marker="o",
             ms=3,
-            label="dev accuracy (greedy prompt)",
+            label=f"dev {dev_score} (greedy prompt)",
         )
         right.plot([d[0] for d in dev], [d[2] for d in dev], ls="--", label="best so far")
         right.legend(loc="lower right", fontsize=8)
-    right.set(xlabel="step", ylabel="accuracy", title="dev accuracy", ylim=(0, 1.02))
+    ylim = (0, 1.02) if dev_score == "accuracy" else None
+    right.set(xlabel="step", ylabel=dev_score, title=f"dev {dev_score}", ylim=ylim)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

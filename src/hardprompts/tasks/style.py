@@ -118,7 +118,7 @@ class StyleTransferTaskConfig(TaskConfig):
     template: str | None = Field(
         '{prompt} "{x}" "',
         description="Text the target continues: {prompt} the prompt, {x} the input. RLPrompt: "
-        "'{prompt} \"{x}\" \"'.",
+        '\'{prompt} "{x}" "\'.',
     )
     end_text: str = Field(
         '"', description="Outputs are cut before this text (RLPrompt's end_punct '\"')."
@@ -129,9 +129,7 @@ class StyleTransferTaskConfig(TaskConfig):
         "negative 0, positive 1; shakespeare: early_modern 0, modern 1). The inputs are the "
         "sentences of the other style(s). Default 1 (RLPrompt's 0_to_1).",
     )
-    num_samples: int = Field(
-        32, ge=1, description="Outputs per bootstrap group (RLPrompt: 32)."
-    )
+    num_samples: int = Field(32, ge=1, description="Outputs per bootstrap group (RLPrompt: 32).")
     num_bootstraps: int = Field(
         4,
         ge=1,
@@ -577,9 +575,7 @@ class StyleTransferTask:
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         return output_token_cap(n, True, cfg.max_new_tokens)
 
-    def _sample(
-        self, prompts: Sequence[str], text: str, num: int, seed: int
-    ) -> list[list[str]]:
+    def _sample(self, prompts: Sequence[str], text: str, num: int, seed: int) -> list[list[str]]:
         """``num`` post-processed outputs of every prompt on one input."""
         cfg = self.config
         raw = self.target.generate(
@@ -699,7 +695,9 @@ class StyleTransferTask:
             f = 100.0 * float(fluent.mean())
             fluency = f
             joint = float((content * correct * fluent).mean())  # J = mean_i c_i · s_i · f_i
-            gm = math.exp((math.log(c) + math.log(s) + math.log(f)) / 3) if min(c, s, f) > 0 else 0.0
+            gm = (
+                math.exp((math.log(c) + math.log(s) + math.log(f)) / 3) if min(c, s, f) > 0 else 0.0
+            )
         ppl = None
         if self.models.perplexity is not None:
             sums, counts = self.models.perplexity.nll(outputs)
