@@ -4,7 +4,6 @@ and generation through the task equal to a plain ``generate`` call."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from test_scorers import make_tiny_classifier
