@@ -296,3 +296,52 @@ def test_bad_inputs_are_one_clear_message(tmp_path):
     cfg = load_config(None, [*TOY, "algorithm.name=appo"])
     with pytest.raises(ConfigError, match="use rlprompt or pin"):
         _check_algorithm(cfg)
+
+
+# ------------------------------------------------------------------------ presets on real data
+
+TST = Path(__import__("os").environ.get("HARDPROMPTS_TST_DIR", Path(__file__).resolve().parents[2]
+                                        / "shared" / "data" / "tst"))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tst_dir() -> Path:
+    if not (TST / "yelp" / "clean").is_dir():
+        pytest.skip(f"style-transfer data not found at {TST}")
+    return TST
+
+
+def test_yelp_preset_slices_are_disjoint_and_documented(tst_dir):
+    from hardprompts.tasks.style import load_style_splits, yelp_classifier_sentences
+
+    cfg = load_config(None, ["task.kind=style_transfer", f"task.data_dir={tst_dir}"])
+    splits = {k: v() for k, v in load_style_splits(cfg.task, 1, 2).items()}
+    train, dev, test = splits["train"], splits["dev"], splits["test"]
+    root = tst_dir / "yelp" / "clean"
+    negatives = [s.strip() for s in (root / "sentiment.dev.0.clean").read_text().splitlines()]
+    held = yelp_classifier_sentences(root)
+    assert 12000 < len(held) <= 13000 and len(held & set(negatives)) <= 6500  # 6,500 per style
+    assert len(dev) == 16 and len(train) == len([s for s in negatives if s and s not in held]) - 16
+    assert not set(train.sources) & set(dev.sources)
+    assert not (set(train.sources) | set(dev.sources)) & held  # the classifier never saw them
+    assert set(train.sources) <= set(negatives)
+    assert len(test) == 500 and len(test.references) == 500
+    assert test.sources[0] == (root / "sentiment.test.0.clean").read_text().splitlines()[0].strip()
+    # the other direction reads the positive files
+    pos = load_style_splits(cfg.task, 0, 2)["test"]()
+    assert pos.source.endswith("sentiment.test.1.clean")
+
+
+def test_shakespeare_preset_uses_its_100_shot_split(tst_dir):
+    from hardprompts.tasks.style import load_style_splits
+
+    cfg = load_config(None, ["task.kind=style_transfer", "task.dataset=shakespeare",
+                             f"task.data_dir={tst_dir}"])  # fmt: skip
+    splits = {k: v() for k, v in load_style_splits(cfg.task, 1, 2).items()}
+    assert (len(splits["train"]), len(splits["dev"])) == (100, 100)
+    assert "100-13" in splits["train"].source
+    assert len(splits["test"]) == len(splits["test"].references) == 1462
+    cfg = load_config(None, ["task.kind=style_transfer", "task.dataset=shakespeare",
+                             "task.split_seed=16-42"])  # fmt: skip
+    with pytest.raises(ConfigError, match="not a Shakespeare split; use one of 100-100"):
+        load_style_splits(cfg.task, 1, 2)
