@@ -345,3 +345,15 @@ def test_shakespeare_preset_uses_its_100_shot_split(tst_dir):
                              "task.split_seed=16-42"])  # fmt: skip
     with pytest.raises(ConfigError, match="not a Shakespeare split; use one of 100-100"):
         load_style_splits(cfg.task, 1, 2)
+
+
+def test_yelp_exclusion_matches_the_builtin_classifiers_record():
+    import json
+
+    import hardprompts
+    from hardprompts.tasks import style
+
+    record = Path(hardprompts.__file__).parent / "builtin" / "yelp-style" / "training_record.json"
+    args = json.loads(record.read_text())["arguments"]
+    assert args["seed"] == style._YELP_CLASSIFIER_SEED
+    assert args["train_per_class"] + args["val_per_class"] == style._YELP_CLASSIFIER_PER_CLASS
