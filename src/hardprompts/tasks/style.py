@@ -660,24 +660,46 @@ class StyleTransferTask:
         return self.seed * 1_000_003 + {"train": 1, "dev": 2, "test": 3}.get(split, 4)
 
     def _rewrite(self, prompt: str, split: str, progress) -> list[dict[str, Any]]:
+        """Per input the best of ``eval_num_samples`` outputs by the reward, batched: inputs with
+        the same token cap share generate calls (at most 8 inputs each), and all candidates are
+        scored in one content call and one style call."""
+        cfg = self.config
         data = self.split(split)
         seed = self._eval_seed(split)
-        rows = []
-        for i, text in enumerate(data.sources):
-            outs = self._sample([prompt], text, self.config.eval_num_samples, seed + 7919 * i)[0]
-            cands = [o for o in outs if o] or [""]  # RLPrompt drops empty outputs first
-            content, style, probs, r = self._scores([text] * len(cands), cands)
-            best = int(r.argmax())  # first of ties
+        caps = [self._cap(t) for t in data.sources]
+        outs: list[list[str]] = [[] for _ in data.sources]
+        for cap in sorted(set(caps)):
+            same = [i for i, c in enumerate(caps) if c == cap]
+            for start in range(0, len(same), 8):
+                idx = same[start : start + 8]
+                raw = self.target.generate(
+                    [apply_template(self.template, prompt, data.sources[i]) for i in idx],
+                    num_samples=cfg.eval_num_samples,
+                    max_new_tokens=cap,
+                    stop=cfg.end_text,
+                    do_sample=True,
+                    top_k=cfg.top_k,
+                    seed=seed + 7919 * idx[0],  # fixed per run, split and input group
+                )
+                for i, o in zip(idx, raw, strict=True):
+                    outs[i] = [c for c in (postprocess(x, self.lower) for x in o) if c] or [""]
+                if progress is not None:
+                    progress(len(idx))  # RLPrompt drops empty outputs before selecting
+        sources = [t for t, o in zip(data.sources, outs, strict=True) for _ in o]
+        flat = [c for o in outs for c in o]
+        content, style, probs, r = self._scores(sources, flat)
+        rows, at = [], 0
+        for text, cands in zip(data.sources, outs, strict=True):
+            best = at + int(r[at : at + len(cands)].argmax())  # first of ties
             rows.append({
                 "input": text,
-                "output": cands[best],
+                "output": flat[best],
                 "content": float(content[best]),
                 "style": float(style[best]),
                 "reward": float(r[best]),
                 "style_correct": bool(int(probs[best].argmax()) == self.target_style),
             })  # fmt: skip
-            if progress is not None:
-                progress(1)
+            at += len(cands)
         return rows
 
     def _metrics(self, rows: list[dict[str, Any]], split: str, seconds: float) -> dict[str, Any]:
