@@ -727,8 +727,10 @@ class StyleTransferTask:
             if ok.any():
                 ppl = float(torch.exp(sums[ok].sum() / counts[ok].sum()))
         refs = data.references
+        reward = float(torch.tensor([r["reward"] for r in rows]).mean())
         return {
-            "reward": float(torch.tensor([r["reward"] for r in rows]).mean()),
+            "score": reward,  # the dev score every family reports (here the mean reward)
+            "reward": reward,
             "content": c,
             "style": s,
             "style_probability": float(torch.tensor([r["style"] for r in rows]).mean()),
