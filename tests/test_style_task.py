@@ -221,6 +221,47 @@ def test_evaluation_picks_the_best_output_and_reports_metrics():
     assert torch.equal(task.generator.get_state(), state)
 
 
+class ToyFluency:
+    """A classifier-kind fluency judge: 100 · P(acceptable) = 90 for outputs holding "great"."""
+
+    kind = "classifier"
+
+    def __call__(self, texts):
+        return torch.tensor([90.0 if "great" in t.split() else 10.0 for t in texts])
+
+
+def test_joint_and_gm_with_a_classifier_fluency_model_hand_worked():
+    cfg = load_config(None, TOY)
+    task = toy_task(cfg)
+    task.models.fluency = ToyFluency()
+    good, bad = task.evaluate(["news", "x"], "dev")
+    # both dev inputs are copied in style: content 80, style correct, fluent -> J = 80
+    assert good.metrics["fluency"] == 100.0 and good.metrics["joint"] == pytest.approx(80.0)
+    assert good.metrics["gm"] == pytest.approx((80.0 * 100.0 * 100.0) ** (1 / 3))
+    # random words: never in style, never fluent -> J = 0, GM = 0
+    assert bad.metrics["style"] == 0.0 and bad.metrics["joint"] == 0.0 and bad.metrics["gm"] == 0.0
+
+
+def test_perplexity_term_enters_every_bootstrap_value_before_the_zscore(tiny_gpt2):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hardprompts.rewards import prompt_log_perplexity
+    from hardprompts.tasks import TaskRewards
+
+    ref = (
+        AutoModelForCausalLM.from_pretrained(tiny_gpt2),
+        AutoTokenizer.from_pretrained(tiny_gpt2),
+    )
+    spread = torch.tensor([[1.0, 3.0], [5.0, 7.0]])
+    raw = TaskRewards(spread.mean(1), torch.tensor([0, 0]), spread=spread, shaping=(0.0, 1.0))
+    out = TrainingReward(_FixedTask(raw), perplexity_weight=2.0, reference=ref)(["the", "news"])
+    lp = prompt_log_perplexity(["the", "news"], *ref)
+    values = spread - 2.0 * lp[:, None]  # R_total of each bootstrap value
+    z = (values.mean(1) - values.mean()) / (values.std(correction=0) + 1e-4)
+    assert out.total.tolist() == pytest.approx((spread.mean(1) - 2.0 * lp).tolist(), rel=1e-6)
+    assert out.shaped.tolist() == pytest.approx(z.tolist(), rel=1e-5)
+
+
 def test_state_dict_resumes_the_input_order_and_samples():
     cfg = load_config(None, [*TOY, "task.shuffle=true"])
     a = toy_task(cfg)
