@@ -299,14 +299,25 @@ def demo_cmd(
             "Default: the small review set shipped with hardprompts."
         ),
     ] = None,
-    method: Annotated[str, typer.Option(help="pin, rlprompt or pez.")] = "pin",
-    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 300,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="classification (label words) or style (rewrite negative reviews as positive)."
+        ),
+    ] = "classification",
+    method: Annotated[
+        str, typer.Option(help="pin, rlprompt or pez (style: pin, rlprompt).")
+    ] = "pin",
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Training steps (default 300; --task style: 100).")
+    ] = None,
     out_dir: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="Output folder. Default: a new runs/demo/<date-time> per run, so the command can "
-            "be repeated; the previous run's result is shown beside the new one.",
+            help="Output folder. Default: a new runs/demo/<date-time> (--task style: "
+            "runs/demo-style/<date-time>) per run, so the command can be repeated; the previous "
+            "run's result is shown beside the new one.",
         ),
     ] = None,
     resume: Annotated[
@@ -330,6 +341,13 @@ def demo_cmd(
     )
     from hardprompts.runtime import threads as use_threads
 
+    if task == "style":
+        return _style_demo(dataset, method, steps or 100, out_dir, resume, threads, set_)
+    if task != "classification":
+        from hardprompts.errors import ConfigError
+
+        raise ConfigError(f"--task {task!r}: choose classification or style")
+    steps = steps or 300
     previous = None
     if out_dir is None and resume:
         out_dir = latest_run(DEMO_ROOT, finished=False)
@@ -365,6 +383,43 @@ def demo_cmd(
             + (" (the same result)" if same else ""),
             highlight=False,
         )
+
+
+def _style_demo(dataset, method, steps: int, out_dir: Path | None, resume: bool, threads, set_):
+    from hardprompts.demo import (
+        dataset_label,
+        fresh_run_dir,
+        latest_run,
+        run_style_demo,
+        style_demo_config,
+    )
+    from hardprompts.runtime import threads as use_threads
+
+    root = Path("runs/demo-style")
+    if out_dir is None:
+        out_dir = latest_run(root, finished=False) if resume else fresh_run_dir(root)
+    cfg = _checked(style_demo_config(dataset, method, steps, str(out_dir), set_))
+    with use_threads(threads, cfg) as n_threads:
+        out.print(
+            f"[bold]hardprompts demo --task style[/]: {method} on {dataset_label(cfg)}, negative "
+            f"-> positive, policy and generator {cfg.target.model}, {steps} steps, {n_threads} "
+            f"thread{'s' * (n_threads > 1)} -> {out_dir}",
+            highlight=False,
+        )
+        r = run_style_demo(cfg, resume=resume)
+    cols = ("reward", "content", "style", "output_perplexity")
+    table = Table(title=f"{r['compared_on']} ({r['manual']['n']} inputs), {dataset_label(cfg)}")
+    for col in ("prompt", *cols):
+        table.add_column(col.replace("_", " "))
+    for name, prompt, m in (
+        ("manual", r["manual_prompt"], r["manual"]),
+        (f"tuned ({r['method']})", r["best_prompt"], r["tuned"]),
+    ):
+        table.add_row(f"{name}: {prompt!r}", *(_cell(m.get(c)) for c in cols))
+    out.print(table)
+    for ex in r.get("test_examples") or []:
+        out.print(f"  {ex['input']!r} -> {ex['output']!r}", highlight=False)
+    out.print(f"curves: {r['curves_png']}\nresult: {out_dir / 'result.json'}", highlight=False)
 
 
 def _field_sections() -> dict[str, tuple[str, list[tuple[str, str, str]]]]:

@@ -12,6 +12,11 @@ own files), ``--method`` and ``--steps`` the same command does real work.
 Without ``--out`` every run gets a new folder ``runs/demo/<date>-<time>`` (:func:`fresh_run_dir`),
 so the command can be repeated as it is; the command line shows the previous run's result beside
 the new one, and ``--resume`` continues the latest unfinished run there (:func:`latest_run`).
+
+``--task style`` runs text style transfer instead (:func:`style_demo_config`): PIN tunes a prompt
+that makes the built-in LM rewrite the demo set's negative reviews as positive ones, rewarded by
+the built-in models (MiniLM content similarity, the built-in Yelp style classifier), and compares
+it with a manual prompt on test.
 """
 
 from __future__ import annotations
@@ -92,6 +97,79 @@ def latest_run(root: Path = DEMO_ROOT, *, finished: bool, required: bool = True)
             "run `hardprompts demo` to start one, or give its folder with --out"
         )
     return None
+
+
+MANUAL_STYLE_PROMPT = "Here is the review rewritten to be positive:"
+STYLE_MODELS = {
+    "content_model": "builtin:minilm",
+    "style_model": "builtin:yelp-style",
+    "fluency_model": "lm:builtin:yelp-small",
+    "perplexity_model": "lm:builtin:yelp-small",
+}
+
+
+def style_demo_config(
+    dataset: str | None, method: str, steps: int, out_dir: str, overrides: list[str] | None = None
+) -> Config:
+    """The style demo's config: negative -> positive on the demo reviews (or ``dataset``), the
+    built-in LM as policy and generator, the built-in reward models. RLPrompt's template, top-k
+    and reward; fewer samples per input (8 × 2 bootstraps, 8 at evaluation on 32 test inputs)
+    and 8 prompts a step, to fit a CPU."""
+    if method not in ("pin", "rlprompt"):
+        raise ConfigError(f"--method {method!r}: the style demo runs pin or rlprompt")
+    task: dict[str, Any] = {
+        "kind": "style_transfer",
+        "dataset": str(DEMO_DATA) if dataset is None else dataset,
+        "target_style": 1,
+        "num_samples": 8,
+        "num_bootstraps": 2,
+        "eval_num_samples": 8,
+        "eval_max_inputs": 32,
+        "lower_outputs": True,
+    }
+    data: dict[str, Any] = {
+        "task": task,
+        "target": {"model": BUILTIN, "kind": "causal"},
+        "policy": {"model": BUILTIN, "prompt_length": 5},
+        "reward": dict(STYLE_MODELS),
+        "algorithm": {**METHOD_SETTINGS[method], "prompts_per_step": 8},
+        "train": {
+            "steps": steps,
+            "eval_every": max(1, steps // 10),
+            "checkpoint_every": max(1, steps // 4),
+        },
+        "out_dir": out_dir,
+    }
+    apply_overrides(data, overrides or [])
+    return config_from_dict(data, "style demo settings")
+
+
+def run_style_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
+    """Tune a style-transfer prompt, score the manual prompt on test, draw the curves."""
+    from hardprompts.plots import plot_training_curves
+    from hardprompts.training import run_with_context
+
+    result, ctx = run_with_context(config, resume=resume)
+    out_dir = Path(config.out_dir)
+    split = "test" if result.get("test_reward") is not None else "dev"
+    manual = ctx.task.evaluate([MANUAL_STYLE_PROMPT], split)[0]
+    result.update(
+        manual_prompt=MANUAL_STYLE_PROMPT,
+        manual=manual.metrics,
+        compared_on=split,
+        tuned={k.removeprefix(f"{split}_"): v for k, v in result.items()
+               if k.startswith(f"{split}_")},
+        curves_png=str(out_dir / "curves.png"),
+    )  # fmt: skip
+    plot_training_curves(
+        out_dir / "metrics.jsonl",
+        out_dir / "curves.png",
+        title=f"{result['method']} style transfer on {dataset_label(config)}",
+        dev_score="reward",
+        extra_keys=("rewards/content", "rewards/style"),
+    )
+    atomic_write_json(out_dir / "result.json", result)
+    return result
 
 
 def dataset_label(config: Config) -> str:
