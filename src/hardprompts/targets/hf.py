@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
+from transformers import AttentionInterface
 
 from hardprompts.config import TargetConfig
 from hardprompts.errors import TargetError
@@ -96,6 +97,131 @@ class _VerbalizerHead(torch.nn.Module):
         return logits if self.bias is None else logits + self.bias
 
 
+# ----------------------------------------------------------------------------------------------
+# Shared-prefix attention: every prompt after an input attends to one copy of its key/value cache
+# ----------------------------------------------------------------------------------------------
+
+_SHARED_PREFIX_ATTENTION = "hardprompts_shared_prefix"
+
+
+class _SharedPrefix:
+    """The prefixes' keys and values, read in place by the suffix rows of one forward.
+
+    Rows of the suffix forward are (prefix i, suffix j) pairs in prefix-major order, row = i*g + j.
+    Prefixes are right-padded: prefix i's real tokens sit at positions 0 .. lengths[i] - 1.
+    """
+
+    def __init__(
+        self,
+        keys: list[torch.Tensor],  # per layer [n, H_kv, Lp, hd]
+        values: list[torch.Tensor],
+        prefix_mask: torch.Tensor,  # [n, Lp] bool, True = real token
+        suffix_mask: torch.Tensor,  # [g, Ls] bool
+        lengths: torch.Tensor,  # [n] real prefix tokens
+    ) -> None:
+        self.keys, self.values, self.lengths = keys, values, lengths
+        n, lp = prefix_mask.shape
+        g, ls = suffix_mask.shape
+        self.groups = g
+        causal = torch.ones(ls, ls, dtype=torch.bool, device=suffix_mask.device).tril()
+        eye = torch.eye(ls, dtype=torch.bool, device=suffix_mask.device)
+        # [g, Ls(query), Ls(key)]; a padding query sees itself, so that no row is all -inf (its
+        # output is never read, but a NaN there would reach the real rows through 0 * NaN).
+        own = causal[None] & (suffix_mask[:, None, :] | eye)
+        # Which keys each query may see: [n, g, 1, 1, Ls, Lp + Ls] (the 1s: kv heads, groups).
+        self.allowed = torch.cat(
+            [
+                prefix_mask[:, None, None, :].expand(n, g, ls, lp),
+                own[None].expand(n, g, ls, ls),
+            ],
+            dim=-1,
+        )[:, :, None, None]
+        self.calls = 0
+
+    def window(self, sliding_window: int) -> torch.Tensor:
+        """``allowed`` narrowed to keys fewer than ``sliding_window`` positions behind the query."""
+        n, g, _, _, ls, width = self.allowed.shape
+        lp = width - ls
+        dev = self.lengths.device
+        q_pos = self.lengths[:, None] + torch.arange(ls, device=dev)  # [n, Ls]
+        k_pos = torch.cat(
+            [torch.arange(lp, device=dev).expand(n, lp), q_pos], dim=1
+        )  # [n, Lp + Ls]
+        near = (q_pos[:, :, None] - k_pos[:, None, :]) < sliding_window  # [n, Ls, Lp + Ls]
+        return self.allowed & near[:, None, None, None]
+
+
+def _shared_prefix_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # [n*g, H, Ls, hd]
+    key: torch.Tensor,  # [n*g, H_kv, Ls, hd]: the suffix's own keys
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,  # unused: `shared_prefix` holds the masks
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    shared_prefix: _SharedPrefix | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Attention of the suffix tokens over [shared prefix keys, their own keys], exactly.
+
+    softmax(q·[K_prefix, K_own]ᵀ·scale + mask)·[V_prefix, V_own], where K_prefix and V_prefix are the
+    prefix's cache, broadcast to its g suffix rows without a copy. Registered with transformers'
+    ``AttentionInterface``; the model uses it only inside ``_attention_implementation``.
+    """
+    if shared_prefix is None:
+        raise RuntimeError("shared-prefix attention called without a shared_prefix")
+    if module.training and dropout > 0:
+        raise NotImplementedError("shared-prefix attention is for eval-mode targets (no dropout)")
+    for name in ("s_aux", "position_bias"):
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"shared-prefix attention does not support {name!r}")
+    ctx = shared_prefix
+    pk, pv = ctx.keys[module.layer_idx], ctx.values[module.layer_idx]
+    n, hkv, lp, hd = pk.shape
+    b, h, ls, _ = query.shape
+    g, rep = b // n, h // hkv
+    q = query.view(n, g, hkv, rep, ls, hd)
+    scores = torch.cat(
+        [
+            torch.einsum("ngkrsd,nkld->ngkrsl", q, pk),  # to the shared prefix, [.., Ls, Lp]
+            q @ key.view(n, g, hkv, 1, ls, hd).transpose(-1, -2),  # to itself, [.., Ls, Ls]
+        ],
+        dim=-1,
+    ) * (hd**-0.5 if scaling is None else scaling)
+    softcap = kwargs.get("softcap")
+    if softcap is not None:  # Gemma-2 style logit soft-capping, before the mask
+        scores = torch.tanh(scores / softcap) * softcap
+    window = kwargs.get("sliding_window")
+    allowed = ctx.allowed if window is None else ctx.window(window)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
+    out = torch.einsum("ngkrsl,nkld->ngkrsd", probs[..., :lp], pv) + probs[..., lp:] @ value.view(
+        n, g, hkv, 1, ls, hd
+    )
+    ctx.calls += 1
+    return out.reshape(b, h, ls, hd).transpose(1, 2).contiguous(), None  # [n*g, Ls, H, hd]
+
+
+AttentionInterface.register(_SHARED_PREFIX_ATTENTION, _shared_prefix_attention)
+
+
+@contextmanager
+def _attention_implementation(model, name: str):
+    """Run ``model`` with attention implementation ``name``, then restore every config's own."""
+    configs, todo = [], [model.config]
+    while todo:
+        cfg = todo.pop()
+        configs.append((cfg, cfg._attn_implementation))
+        todo += [c for k in getattr(cfg, "sub_configs", {}) if (c := getattr(cfg, k, None))]
+    for cfg, _ in configs:
+        cfg._attn_implementation_internal = name
+    try:
+        yield
+    finally:
+        for cfg, old in configs:
+            cfg._attn_implementation_internal = old
+
+
 class HFTarget:
     """A frozen Hugging Face LM scored on (prompt, input) pairs.
 
@@ -154,6 +280,9 @@ class HFTarget:
         self.usage = TargetUsage()
         self._scoring = False
         model.base_model.register_forward_pre_hook(self._count_forward, with_kwargs=True)
+        self.shares_prefix = (
+            kind == "causal" and self.template.prompt_after_input and self._shared_prefix_matches()
+        )
 
     def _count_forward(self, module, args, kwargs) -> None:
         if self._scoring:
@@ -207,7 +336,7 @@ class HFTarget:
         unique = list(dict.fromkeys(keys))  # identical prompts are scored once
         self._scoring = True
         try:
-            if self.kind == "causal" and self.template.prompt_after_input:
+            if self.shares_prefix:
                 logits = self._score_cached(unique, list(texts), progress)
             else:
                 logits = self._score_pairs(
@@ -299,50 +428,80 @@ class HFTarget:
 
     # ------------------------------------------------------------------ causal, prompt after input
 
+    def _cache_bytes_per_token(self) -> int:
+        """Bytes of key/value cache one token holds over all layers (grouped-query heads counted)."""
+        cfg = self.model.config
+        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
+        d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
+        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 12)
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or d // heads
+        elem = torch.finfo(self.model.dtype).bits // 8
+        return layers * 2 * kv_heads * head_dim * elem
+
     def _score_cached(
         self, prompts: list[str], texts: list[str], progress: Progress | None
     ) -> torch.Tensor:
-        """Causal target, prompt after input: one prefix forward per input, its cache shared by all prompts."""
+        """Causal target, prompt after input: one prefix forward per input, its cache shared by all prompts.
+
+        The memory budget holds, at once, the prefixes' key/value cache (one copy, however many
+        prompts attend to it) and the activations of one forward: a prefix forward, or a suffix
+        forward of several prompts per prefix.
+        """
         out = torch.empty(len(prompts), len(texts), self.num_classes)
         prefixes = [self.encoder.split_at_prompt(x, None) for x in texts]
         suffixes = [self.encoder.split_at_prompt(None, p) for p in prompts]
         longest = max(len(s) for s in suffixes)
+        # A sliding-window cache keeps only the last window - 1 keys of a prefix: longer prefixes
+        # cannot be shared whole.
+        window = getattr(self.model.config, "sliding_window", None) or self.max_length + 1
         fits = [
             n
             for n in range(len(texts))
-            if 0 < len(prefixes[n]) and len(prefixes[n]) + longest <= self.max_length
+            if 0 < len(prefixes[n]) < window and len(prefixes[n]) + longest <= self.max_length
         ]
         too_long = sorted(set(range(len(texts))) - set(fits))
-        if too_long:  # inputs that need truncation take the whole-sequence path (same numbers)
+        if too_long:  # inputs that need truncation (or exceed the window) take the whole-sequence
+            # path (same numbers)
             pairs = [(p, n) for p in range(len(prompts)) for n in too_long]
             self._score_pairs(prompts, texts, pairs, progress, out)
         fits.sort(key=lambda n: len(prefixes[n]), reverse=True)
-        cfg = self.model.config
-        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
-        d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
-        elem = torch.finfo(self.model.dtype).bits // 8
+        cache_per_token = self._cache_bytes_per_token()
         start = 0
         while start < len(fits):
-            prefix_len = len(prefixes[fits[start]])
-            n_rows = max(1, min(self._rows_for(prefix_len), len(fits) - start))
+            lp = len(prefixes[fits[start]])
+            n_rows = self._rows_for(lp)
+            if not self.batch_size:  # the cache, and one suffix row per prefix, must fit too
+                per_prefix = lp * (cache_per_token + self._bytes_per_token(lp))
+                per_prefix += longest * self._bytes_per_token(lp + longest)
+                n_rows = min(n_rows, self.memory_budget // per_prefix)
+            n_rows = max(1, min(n_rows, len(fits) - start))
             chunk = fits[start : start + n_rows]
             start += len(chunk)
             self._score_suffixes(
-                [prefixes[n] for n in chunk], chunk, suffixes, out, layers * 2 * d * elem, progress
+                [prefixes[n] for n in chunk], chunk, suffixes, out, cache_per_token, progress
             )
         return out
 
     def _score_suffixes(
         self, prefixes, example_ids, suffixes, out, cache_bytes_per_token, progress
     ) -> None:
-        ids, mask = self._pad(prefixes)
+        """Score every suffix after each of ``prefixes``: one prefix forward, then suffix forwards
+        whose attention reads the prefixes' keys and values in place (:func:`_shared_prefix_attention`).
+        """
+        ids, mask = self._pad(prefixes)  # right-padded: real tokens at positions 0 .. len - 1
         lengths = mask.sum(1)  # [n]
         base = self.model.base_model if self.head is not None else self.model
         pre = base(input_ids=ids, attention_mask=mask, use_cache=True)
-        kv = [
-            (layer.keys, layer.values) for layer in pre.past_key_values.layers
-        ]  # each [n, H, Lp, hd]
+        cache = pre.get("cache") if pre.get("cache") is not None else pre.get("past_key_values")
+        keys = [layer.keys for layer in cache.layers]  # each [n, H_kv, Lp, hd], held once
+        values = [layer.values for layer in cache.layers]
+        if any(k.shape[-2] != ids.shape[1] for k in keys):
+            raise RuntimeError(
+                f"{type(self.model).__name__}: the cache did not keep every prefix key"
+            )
         bare = self._class_logits(pre, lengths - 1).float().cpu()  # the prefix alone (empty suffix)
+        del pre, cache
         with_suffix = [p for p, s in enumerate(suffixes) if s]
         for p, s in enumerate(suffixes):
             if not s:
@@ -353,12 +512,13 @@ class HFTarget:
             return
         n, lp = ids.shape
         longest = max(len(suffixes[p]) for p in with_suffix)
-        per_row = (lp + longest) * cache_bytes_per_token + longest * self._bytes_per_token(
-            lp + longest
-        )
-        rows = self.batch_size or self.memory_budget // per_row
-        if self.tokens_per_batch and not self.batch_size:
-            rows = min(rows, self.tokens_per_batch // longest)
+        if self.batch_size:
+            rows = self.batch_size
+        else:  # what the budget leaves beside the shared cache, one suffix row at a time
+            held = n * lp * cache_bytes_per_token
+            rows = (self.memory_budget - held) // (longest * self._bytes_per_token(lp + longest))
+            if self.tokens_per_batch:
+                rows = min(rows, self.tokens_per_batch // longest)
         p_rows = max(1, rows // n)
         for start in range(0, len(with_suffix), p_rows):
             group = with_suffix[start : start + p_rows]
@@ -366,25 +526,23 @@ class HFTarget:
             s_ids, s_mask = self._pad([suffixes[p] for p in group])  # [g, Ls]
             ls = s_ids.shape[1]
             # Rows are (example, prompt) pairs in example-major order: row = i * g + j.
-            cache = DynamicCache(
-                ddp_cache_data=[
-                    (k.repeat_interleave(g, 0), v.repeat_interleave(g, 0)) for k, v in kv
-                ]
-            )
-            input_ids = s_ids.repeat(n, 1)  # [n*g, Ls]
-            attn = torch.cat(
-                [mask.repeat_interleave(g, 0), s_mask.repeat(n, 1)], dim=1
-            )  # [n*g, Lp+Ls]
+            shared = _SharedPrefix(keys, values, mask.bool(), s_mask.bool(), lengths)
             positions = lengths.repeat_interleave(g)[:, None] + torch.arange(
                 ls, device=self.device
-            )  # [n*g, Ls]
-            res = self._forward(
-                input_ids=input_ids,
-                attention_mask=attn,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-            )
+            )  # [n*g, Ls]: the prompt's positions follow its prefix
+            with _attention_implementation(self.model, _SHARED_PREFIX_ATTENTION):
+                res = self._forward(
+                    input_ids=s_ids.repeat(n, 1),
+                    attention_mask=s_mask.repeat(n, 1),  # unused by our attention; no pad warning
+                    position_ids=positions,
+                    use_cache=False,
+                    shared_prefix=shared,
+                )
+            if shared.calls != len(keys):
+                raise RuntimeError(
+                    f"{type(self.model).__name__}: {shared.calls} of {len(keys)} attention layers "
+                    "read the shared prefix cache; this architecture cannot use the cached path"
+                )
             last = s_mask.sum(1).repeat(n) - 1
             logits = self._class_logits(res, last).float().cpu().view(n, g, -1)
             for j, p in enumerate(group):
@@ -458,4 +616,29 @@ class HFTarget:
         ok = torch.allclose(full, mine, atol=1e-4, rtol=1e-4)
         if not ok:
             log.warning("verbalizer-row head differs from the model's logits; using full logits")
+        return ok
+
+    @torch.no_grad()
+    def _shared_prefix_matches(self) -> bool:
+        """The shared-prefix path must reproduce whole-sequence forwards; checked once at load."""
+        texts, prompts = ["a short check sentence", "ok"], ["a prompt", "two more words"]
+        try:
+            cached = self._score_cached(prompts, texts, None)
+        except (NotImplementedError, RuntimeError, KeyError, TypeError, ValueError) as err:
+            log.warning(
+                "%s: cannot share the input's key/value cache across prompts (%s); scoring whole "
+                "sequences instead (correct but slower)",
+                type(self.model).__name__,
+                err,
+            )
+            return False
+        pairs = [(p, n) for p in range(len(prompts)) for n in range(len(texts))]
+        plain = self._score_pairs(prompts, texts, pairs, None)
+        ok = torch.allclose(cached, plain, atol=1e-4, rtol=1e-4)
+        if not ok:
+            log.warning(
+                "%s: the shared key/value cache path differs from whole-sequence forwards; "
+                "scoring whole sequences instead (correct but slower)",
+                type(self.model).__name__,
+            )
         return ok
