@@ -57,6 +57,7 @@ from hardprompts.tasks import ClassificationTask, load_split
 from hardprompts.training import RunContext
 
 REPO = Path(__file__).resolve().parents[1]
+# The team's data folder (../shared/data from the repository root; --data elsewhere).
 SHARED = REPO.parent / "shared" / "data"
 SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<|endoftext|>"]
 VERBALIZERS = [" terrible", " great"]
@@ -68,11 +69,11 @@ TEMPLATES = {"masked": "{x} {prompt} {mask} .", "causal": "{x} {prompt}"}
 # ----------------------------------------------------------------------------------------------
 
 
-def train_tokenizer(vocab: int, out: Path) -> None:
+def train_tokenizer(vocab: int, out: Path, shared: Path) -> None:
     """A byte-level BPE of ``vocab`` tokens, saved as a GPT-2-style and a RoBERTa-style tokenizer."""
     lines: list[str] = []
     for name in ("sentiment.dev.0.clean", "sentiment.dev.1.clean"):
-        lines += (SHARED / "tst" / "yelp" / "clean" / name).read_text().splitlines()[:20000]
+        lines += (shared / "tst" / "yelp" / "clean" / name).read_text().splitlines()[:20000]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -208,7 +209,9 @@ class NaiveStep:
 def run_case(kind: str, impl: str, args) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    train = load_split(TaskConfig(data_dir=str(SHARED / "fsc"), split_seed="16-42"), "train", 2)
+    train = load_split(
+        TaskConfig(data_dir=str(Path(args.data) / "fsc"), split_seed="16-42"), "train", 2
+    )
     texts, labels = train.texts[: args.examples], train.labels[: args.examples]
     tok = PreTrainedTokenizerFast.from_pretrained(str(work / "tok" / kind))
     model = make_model(kind, args.layers, args.width, args.vocab, seed=1).to(args.device)
@@ -294,6 +297,9 @@ def main() -> None:
         "cores made every step several times slower; raise it on a dedicated machine)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--data", default=str(SHARED), help="the shared data folder (holds fsc/ and tst/)"
+    )
     parser.add_argument("--targets", default="masked,causal")
     parser.add_argument("--impls", default="ours,naive")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # kind:impl, run in a child process
@@ -307,7 +313,7 @@ def main() -> None:
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hp-train-step-") as work:
-        train_tokenizer(args.vocab, Path(work) / "tok")
+        train_tokenizer(args.vocab, Path(work) / "tok", Path(args.data))
         make_model("causal", args.layers, args.width, args.vocab, seed=0).save_pretrained(
             str(Path(work) / "policy")
         )
@@ -326,7 +332,7 @@ def main() -> None:
             for impl in args.impls.split(","):
                 cmd = [sys.executable, __file__, "--case", f"{kind}:{impl}", "--work", work]
                 for name in ("steps", "warmup", "prompts", "examples", "length", "layers",
-                             "width", "vocab", "threads", "device"):  # fmt: skip
+                             "width", "vocab", "threads", "device", "data"):  # fmt: skip
                     cmd += [f"--{name}", str(getattr(args, name))]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:

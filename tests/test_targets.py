@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
+from tiny_models import make_tiny_tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 from hardprompts.errors import ConfigError, VerbalizerError
 from hardprompts.modeling import load_lm, load_tokenizer
@@ -58,10 +62,69 @@ def test_batched_scores_equal_reference(request, kind, template, batch_size):
     path = request.getfixturevalue("tiny_gpt2" if kind == "causal" else "tiny_roberta")
     target = make_target(path, kind, template, max_length=40, batch_size=batch_size)
     assert target.head is not None  # the verbalizer-row head is in use, not the full-logits path
+    # the shared key/value cache path is in use where the prompt follows the input
+    assert target.shares_prefix == (kind == "causal" and template.startswith("{x} {prompt}"))
     got = target.score(PROMPTS, TEXTS)
     want = reference_scores(target, PROMPTS, TEXTS)
     assert got.shape == (len(PROMPTS), len(TEXTS), 2)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def tiny_rotary_lm(family: str):
+    """A random 2-layer Llama (rotary positions, 4 query heads sharing 2 key/value heads) or
+    Mistral (the same with a sliding window of 8 tokens), with weights large enough that the
+    scores depend on every position."""
+    tok = make_tiny_tokenizer(None, "gpt2")
+    common = dict(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        initializer_range=0.3, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if family == "llama":
+            model = LlamaForCausalLM(LlamaConfig(**common))
+        else:
+            model = MistralForCausalLM(MistralConfig(sliding_window=8, **common))
+    return model.eval(), tok
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_shared_cache_with_rotary_grouped_heads_and_window(family, batch_size):
+    model, tok = tiny_rotary_lm(family)
+    target = HFTarget(model, tok, "causal", "{x} {prompt}", VERBS, max_length=40)
+    target.batch_size = batch_size
+    assert target.shares_prefix
+    prompts = [*PROMPTS, "the film was great and the cast"]  # longer than Mistral's window
+    got = target.score(prompts, TEXTS)
+    want = reference_scores(target, prompts, TEXTS)
+    assert want.std() > 0.1  # the scores differ across pairs: the comparison is not vacuous
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_path_uses_no_deprecated_cache_argument(tiny_gpt2):
+    target = make_target(tiny_gpt2, "causal", "{x} {prompt}", max_length=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        target.score(PROMPTS, TEXTS)
+
+
+def test_memory_budget_counts_the_shared_cache_once(tiny_gpt2):
+    """Prompts per suffix forward: what the budget leaves beside one copy of the inputs' cache."""
+    target = make_target(tiny_gpt2, "causal", "{x} {prompt}", max_length=64, tokens_per_batch=None)
+    texts, prompts = ["the movie was great"] * 4, ["great", "film", "it was", "the language"]
+    n = len(texts)
+    lp = len(target.encoder.split_at_prompt(texts[0], None))
+    ls = max(len(target.encoder.split_at_prompt(None, p)) for p in prompts)
+    held = n * lp * target._cache_bytes_per_token()
+    row = ls * target._bytes_per_token(lp + ls)
+    target.memory_budget = held + 2 * n * row  # the cache once, and 2 prompts x 4 inputs
+    seen: list[int] = []
+    target.score(prompts, texts, progress=seen.append)
+    assert seen == [2 * n, 2 * n]
+    # Charged a copy of the cache per (prompt, input) row, the same budget held fewer prompts.
+    assert target.memory_budget // ((lp + ls) * target._cache_bytes_per_token() + row) < 2 * n
 
 
 def test_small_memory_budget_chunks_and_agrees(tiny_gpt2):

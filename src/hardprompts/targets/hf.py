@@ -506,7 +506,7 @@ class HFTarget:
         for p, s in enumerate(suffixes):
             if not s:
                 out[p, example_ids] = bare
-        if progress:
+        if progress and len(with_suffix) < len(suffixes):
             progress(len(example_ids) * (len(suffixes) - len(with_suffix)))
         if not with_suffix:
             return
