@@ -9,7 +9,9 @@ What makes scoring fast (METHODS.md section 1, "cost notes"), and where each hap
   of the output layer are multiplied (:class:`_VerbalizerHead`);
 * for a causal target whose template puts the prompt after the input (``"{x} {prompt}"``), the
   input's key/value cache is computed once per example and shared by every prompt
-  (:meth:`HFTarget._score_cached`).
+  (:meth:`HFTarget._score_cached`): the prompt tokens attend to that one copy through an attention
+  function registered with transformers (:func:`_shared_prefix_attention`), so the cache is
+  never repeated per prompt, and ``memory_budget_mb`` counts it once.
 
 Every path gives the same numbers as one plain forward per example with full logits (the tests
 check this to 1e-5).
@@ -193,7 +195,7 @@ def _shared_prefix_attention(
         scores = torch.tanh(scores / softcap) * softcap
     window = kwargs.get("sliding_window")
     allowed = ctx.allowed if window is None else ctx.window(window)
-    scores = scores.masked_fill(~allowed, float("-inf"))
+    scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
     probs = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
     out = torch.einsum("ngkrsl,nkld->ngkrsd", probs[..., :lp], pv) + probs[..., lp:] @ value.view(
         n, g, hkv, 1, ls, hd
@@ -624,7 +626,14 @@ class HFTarget:
         texts, prompts = ["a short check sentence", "ok"], ["a prompt", "two more words"]
         try:
             cached = self._score_cached(prompts, texts, None)
-        except (NotImplementedError, RuntimeError, KeyError, TypeError, ValueError) as err:
+        except (
+            NotImplementedError,
+            RuntimeError,
+            AttributeError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as err:
             log.warning(
                 "%s: cannot share the input's key/value cache across prompts (%s); scoring whole "
                 "sequences instead (correct but slower)",
