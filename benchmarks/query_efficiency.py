@@ -160,11 +160,11 @@ def run_one(method: str, seed: int, args, target, task, work: Path) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--level", type=float, default=0.75, help="dev accuracy to reach")
+    parser.add_argument("--level", type=float, default=0.8, help="dev accuracy to reach")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--max-steps", type=int, default=300, help="give up after this many")
-    parser.add_argument("--eval-every", type=int, default=5, help="steps between dev checks")
+    parser.add_argument("--max-steps", type=int, default=150, help="give up after this many")
+    parser.add_argument("--eval-every", type=int, default=2, help="steps between dev checks")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="extra config override")
     parser.add_argument("--json", help="write every run's record to this file")
