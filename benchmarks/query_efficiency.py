@@ -14,12 +14,17 @@ runs over ``--seeds``; the table gives the median pairs and steps, and the ratio
 median pairs to the cache-off run's. A run that does not reach the level within ``--max-steps``
 is counted at ``--max-steps`` and marked.
 
+Reward values do not depend on the cache, so ``rlprompt`` follows the cache-off run's trajectory
+(same prompts, same steps); each run also reports the pairs the cache would have sent on its own
+trajectory (its distinct prompts × inputs), which for a cache-off run is the cached run's count.
+
 To see what spends the queries, each run also reports, of the prompts the target scored: the
 distinct ones, those equal to an already-scored prompt up to case, spaces and punctuation
 (``near-dup``), and those one policy token away from an already-scored prompt (``1-token``).
 
-    python benchmarks/query_efficiency.py                       # the README's table
-    python benchmarks/query_efficiency.py --level 0.8 --seeds 0,1,2,3,4 --max-steps 600
+    python benchmarks/query_efficiency.py                       # level 0.8, all three methods
+    python benchmarks/query_efficiency.py --level 0.75          # a level reached in a few steps
+    python benchmarks/query_efficiency.py --seeds 0,1,2,3,4 --max-steps 600
     python benchmarks/query_efficiency.py --methods pin --set algorithm.replay_capacity=0
 
 Runs are in this process one after another (one torch thread unless ``--threads``). Note that the
@@ -129,6 +134,8 @@ def run_one(method: str, seed: int, args, target, task, work: Path) -> dict[str,
         "steps": steps,
         "pairs": counting.pairs,
         "pairs_if_uncached": steps * per_step,  # every sampled prompt on every input
+        # what the reward cache would have sent on the same trajectory: each prompt once
+        "pairs_if_cached": len(counting.seen) * len(train.texts),
         "prompts_scored": counting.prompts,
         "distinct_prompts": len(counting.seen),
         "repeats": counting.repeats,
@@ -195,7 +202,8 @@ def main() -> None:
                 mark = "" if r["reached"] else " (not reached)"
                 print(
                     f"{method:17s} seed {seed}: {r['steps']:4d} steps{mark}, {r['pairs']:7d} "
-                    f"pairs, {r['distinct_prompts']:5d} distinct prompts of "
+                    f"pairs ({r['pairs_if_cached']} with the cache on this trajectory), "
+                    f"{r['distinct_prompts']:5d} distinct prompts of "
                     f"{r['prompts_scored']} scored (repeats {r['repeats']}, near-dup "
                     f"{r['near_duplicates']}, 1-token {r['one_token_from_seen']}), dev "
                     f"{r['dev_accuracy']:.3f} {r['prompt']!r}, {r['seconds']:.0f} s",
@@ -209,6 +217,7 @@ def main() -> None:
         base = statistics.median(r["pairs"] for r in runs if r["method"] == "rlprompt-nocache")
     print(
         f"{'method':17s} {'median pairs':>12s} {'median steps':>12s} {'reached':>8s} {'ratio':>6s}"
+        f" {'cached-equivalent pairs':>24s}"
     )
     for method in methods:
         rs = [r for r in runs if r["method"] == method]
@@ -216,7 +225,11 @@ def main() -> None:
         steps = statistics.median(r["steps"] for r in rs)
         reached = sum(r["reached"] for r in rs)
         ratio = f"{pairs / base:.3f}" if base else "-"
-        print(f"{method:17s} {pairs:12.0f} {steps:12.0f} {reached:>5d}/{len(rs)} {ratio:>6s}")
+        cached = statistics.median(r["pairs_if_cached"] for r in rs)
+        print(
+            f"{method:17s} {pairs:12.0f} {steps:12.0f} {reached:>5d}/{len(rs)} {ratio:>6s} "
+            f"{cached:24.0f}"
+        )
     print(f"(benchmark wall time {time.perf_counter() - started:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1))
