@@ -623,7 +623,9 @@ class HFTarget:
     @torch.no_grad()
     def _shared_prefix_matches(self) -> bool:
         """The shared-prefix path must reproduce whole-sequence forwards; checked once at load."""
-        texts, prompts = ["a short check sentence", "ok"], ["a prompt", "two more words"]
+        fields = self.template.fields
+        texts = [dict.fromkeys(fields, "a short check sentence"), dict.fromkeys(fields, "ok")]
+        prompts = ["a prompt", "two more words"]
         try:
             cached = self._score_cached(prompts, texts, None)
         except (
