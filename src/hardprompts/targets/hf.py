@@ -124,13 +124,12 @@ class _SharedPrefix:
         self.keys, self.values, self.lengths = keys, values, lengths
         n, lp = prefix_mask.shape
         g, ls = suffix_mask.shape
-        self.groups = g
         causal = torch.ones(ls, ls, dtype=torch.bool, device=suffix_mask.device).tril()
         eye = torch.eye(ls, dtype=torch.bool, device=suffix_mask.device)
         # [g, Ls(query), Ls(key)]; a padding query sees itself, so that no row is all -inf (its
         # output is never read, but a NaN there would reach the real rows through 0 * NaN).
         own = causal[None] & (suffix_mask[:, None, :] | eye)
-        # Which keys each query may see: [n, g, 1, 1, Ls, Lp + Ls] (the 1s: kv heads, groups).
+        # Which keys each query may see: [n, g, 1, 1, Ls, Lp + Ls] (1s: kv heads, heads per kv head).
         self.allowed = torch.cat(
             [
                 prefix_mask[:, None, None, :].expand(n, g, ls, lp),
