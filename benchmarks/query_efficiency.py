@@ -47,7 +47,7 @@ import torch
 
 from hardprompts.demo import demo_config
 from hardprompts.metrics import prompt_scores
-from hardprompts.targets import build_target
+from hardprompts.tasks import ClassificationTask, build_task
 from hardprompts.training import RunContext, seed_everything
 
 METHODS: dict[str, tuple[str, list[str]]] = {
@@ -110,7 +110,13 @@ def run_one(method: str, seed: int, args, target, task, work: Path) -> dict[str,
     counting = CountingTarget(
         target, lambda p: tuple(tokenizer(p, add_special_tokens=False)["input_ids"])
     )
-    ctx = RunContext(config, task, counting, train, dev, work / f"{method}-{seed}")
+    counted = ClassificationTask(  # the same task, its target counted
+        counting,
+        template=task.template,
+        verbalizers=task.verbalizers,
+        splits={"train": train, "dev": dev},
+    )
+    ctx = RunContext(config, counted, work / f"{method}-{seed}")
     algo = config.algorithm.make(ctx)
     started = time.perf_counter()
     reached, accuracy, prompt, history = None, 0.0, "", []
@@ -184,7 +190,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
 
     config = demo_config(None, "pin", 1, "unused")
-    target, task = build_target(config.target, config.task)
+    task = build_task(config)
+    target = task.target
     dev = task.split("dev")
     print(
         f"demo reviews ({len(task.split('train').texts)} train, {len(dev.texts)} dev), "

@@ -136,7 +136,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--kinds", default="causal,masked", help="causal, masked, choices")
-    parser.add_argument("--choice-task", default="ruin_names", help="BIG-bench multiple-choice task")
+    parser.add_argument(
+        "--choice-task", default="ruin_names", help="BIG-bench multiple-choice task"
+    )
     parser.add_argument(
         "--tokens-per-batch",
         type=int,
