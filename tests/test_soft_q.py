@@ -74,6 +74,7 @@ def _batch(first: int, n: int, T: int = 2, d: int = 3) -> ReplayBatch:
         hidden=ids[:, None, None].expand(n, T, d).clone(),
         tokens=ids[:, None].long().expand(n, T).clone(),
         reward=ids.clone(),
+        raw=-ids,
     )
 
 
@@ -178,7 +179,7 @@ LEARN = [
     "algorithm.prompts_per_step=64",
     "algorithm.learning_rate=1e-3",
 ]
-PIN_TOY = ["algorithm.token_filter_k=50", "algorithm.replay_batch_size=128"]
+PIN_TOY = ["algorithm.token_filter_k=50", "algorithm.replay_batch_size=64"]
 
 
 @pytest.mark.parametrize(("name", "extra"), [("rlprompt", []), ("pin", PIN_TOY)])
@@ -210,7 +211,7 @@ def test_pin_filter_keeps_sampled_tokens_in_lm_top_k(tiny_gpt2):
         algo, _, _ = _toy_algorithm(
             tiny_gpt2,
             "pin",
-            [f"algorithm.token_filter_k={filt}", "algorithm.replay_batch_size=32"],
+            [f"algorithm.token_filter_k={filt}", "algorithm.replay_batch_size=16"],
         )
         for step in range(10):
             algo.step(step)
@@ -234,7 +235,9 @@ def test_padded_output_rows_are_never_sampled(tmp_path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         GPT2LMHeadModel(config).save_pretrained(str(path))
-    algo, _, _ = _toy_algorithm(path, "pin", ["algorithm.token_filter_k=null"])
+    algo, _, _ = _toy_algorithm(
+        path, "pin", ["algorithm.token_filter_k=null", "algorithm.replay_batch_size=16"]
+    )
     gen = torch.Generator().manual_seed(0)
     for entropy in ("shannon", "tsallis"):
         s = algo.policy.sample(256, 2, entropy=entropy, generator=gen)
@@ -303,7 +306,7 @@ def _comparable_result(out: Path) -> dict:
 RESUME_CASES = [
     ("rlprompt", ()),
     # PIN with its replay buffer, and the perplexity term on (its values enter the cache).
-    ("pin", ("algorithm.perplexity_weight=0.5", "algorithm.replay_batch_size=12")),
+    ("pin", ("algorithm.perplexity_weight=0.5", "algorithm.replay_batch_size=2")),
 ]
 
 
@@ -345,14 +348,11 @@ def test_resume_equals_uninterrupted(tiny_gpt2, tiny_dataset, tmp_path, name, ex
     assert ("rewards/perplexity" in metrics[0]) == (name == "pin")
 
 
-def test_replay_capacity_smaller_than_a_step_is_an_error(tiny_gpt2, tiny_dataset, tmp_path):
-    cfg = tiny_run_config(
-        tiny_gpt2,
-        tiny_dataset,
-        tmp_path / "out",
-        "pin",
-        "train.steps=1",
-        "algorithm.replay_capacity=10",
-    )
-    with pytest.raises(ConfigError, match="algorithm.replay_capacity 10 holds fewer"):
-        run(cfg, show_progress=False)
+def test_replay_capacity_smaller_than_a_batch_is_an_error_at_load(tiny_gpt2, tiny_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="algorithm.replay_capacity 10 .prompts. holds fewer"):
+        load_config(None, ["algorithm.name=pin", "algorithm.replay_capacity=10"])
+    with pytest.raises(ConfigError, match="algorithm.prompts_per_step 16"):
+        load_config(
+            None,
+            ["algorithm.name=pin", "algorithm.replay_capacity=10", "algorithm.replay_batch_size=4"],
+        )

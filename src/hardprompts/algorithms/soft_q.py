@@ -17,28 +17,53 @@ reward is :class:`hardprompts.rewards.TrainingReward`. One step:
 
 1. sample P prompts of T tokens from π(·|s_t) (one batched, KV-cached pass of the frozen LM);
 2. ask the task for their rewards (classification: the gap reward on the whole training split),
-   R(z), z-scored over the P prompts (or per group the task gives), ×5;
+   R(z), z-scored over the P prompts (or per group the task gives) and scaled (RLPrompt ×5,
+   PIN ×1);
 3. update ψ: on the P fresh prompts (on-policy) or on a batch drawn from the replay buffer,
    with Q recomputed from the stored hidden states (no LM forward); clip; Adam; then the
-   Polyak update of the target head ψ′.
+   Polyak update of the target head ψ′. A non-finite loss or gradient is never applied: the
+   update is skipped, counted in ``charts/skipped_updates`` and reported once as a warning.
 
-Evaluation (``eval_prompts``) is the greedy prompt, argmax_a Q(s_t, a) at every step.
+Evaluation (``eval_prompts``) is the greedy prompt, argmax_a Q(s_t, a) at every step (inside
+PIN's filter).
 
-The reward uses the whole training split every step (32 examples for a 2-class 16-shot split).
-RLPrompt's code took batches of 16 in file order without shuffling; the LM-BFF files are sorted
-by label, so each of its batches held one class only. Scoring the whole split also makes the
-reward a function of the prompt alone, which the reward cache relies on.
+The reward uses the whole training split every step (32 examples for a 2-class 16-shot split),
+as both reference codes do for few-shot classification (their run scripts set the data batch to
+the whole training set; ``prompt_train_batch_size: 16`` is the number of *prompts* per step).
+Scoring the whole split also makes the reward a function of the prompt alone, which the reward
+cache relies on.
+
+Replay (PIN, METHODS.md §4): the buffer counts whole prompts (capacity 64,000 prompts, batches of
+256 prompts drawn uniformly with replacement), and no update happens before it holds one batch:
+with 16 prompts a step the first 15 steps only sample, score and store, and the first update is
+at step 16. Those steps log no ``losses/*``.
+
+Reward normalisation (``reward_zscore_stats``): the papers z-score R over the P prompts of the
+step and store that in the buffer ("step"). Once the policy has converged the P prompts are
+often all the same prompt, whose z-score is then 0 whatever its reward; a stored prompt's reward
+also depends on the batch it happened to be sampled with. "distinct_prompts" (our default, see
+the field) stores the raw R and z-scores it at update time against the mean and standard
+deviation of R over every distinct prompt scored so far, so a prompt's training reward no longer
+depends on its company.
 
 Logged every step: ``rewards/mean`` (R_total), ``rewards/task`` (R_task), ``rewards/task_max``,
 ``rewards/perplexity`` (mean log PPL, when its weight is > 0), ``rewards/new_prompts`` (cache
-misses), ``losses/sql`` (and ``losses/v2``, ``losses/v3`` for v2_v3), ``charts/q_action``,
-``charts/v_target``, ``charts/grad_norm``, ``charts/policy_support`` (Tsallis),
-``charts/replay_size``, and the step's time split ``charts/{sample,reward,update}_seconds``.
+misses), ``charts/distinct_prompts`` and ``charts/modal_prompt_share`` (share of the step's
+prompts equal to its most frequent one), ``charts/replay_size`` (prompts). On update steps also
+``losses/sql`` (and ``losses/v2``, ``losses/v3`` for v2_v3), ``rewards/shaped_mean``,
+``rewards/shaped_std`` and ``rewards/zscore_std`` (the std the z-score divided by) of the
+trained batch, ``charts/replay_reward_spread`` (mean max − min of the rewards trained on for the
+same prompt within the replayed batch: 0 when a prompt's reward does not drift),
+``charts/q_action``, ``charts/v_target``, ``charts/grad_norm``, ``charts/policy_support``
+(Tsallis), ``charts/skipped_updates``, and the step's time split
+``charts/{sample,reward,update}_seconds``.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
+from collections import Counter
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -57,6 +82,7 @@ from hardprompts.tasks import RLPromptReward
 __all__ = ["PINConfig", "RLPromptConfig", "ReplayBatch", "ReplayBuffer", "SoftQPrompt"]
 
 LossName = Literal["v1", "v2", "v3", "v2_v3", "mc_return"]
+ZscoreStats = Literal["step", "replay_batch", "distinct_prompts"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,7 +128,19 @@ class SoftQConfig(AlgorithmConfig):
         description="z-score R over the prompts of each step, (R − mean)/(std + 1e-4) (RLPrompt).",
     )
     reward_scale: float = Field(
-        5.0, gt=0, description="Shaping factor after the z-score (RLPrompt, classification: 5)."
+        5.0,
+        gt=0,
+        description="Shaping factor after the z-score (RLPrompt, classification: 5). Scaling r, Q "
+        "and α together changes nothing but α, so this is 1/α in disguise.",
+    )
+    reward_zscore_stats: ZscoreStats = Field(
+        "distinct_prompts",
+        description="What the z-score's mean and std are taken over. step: the P prompts of the "
+        "step, applied when sampled and stored so (RLPrompt, PIN); replay_batch: the batch being "
+        "trained on, at update time; distinct_prompts: every distinct prompt scored so far, at "
+        "update time (ours: a prompt's reward then does not depend on the prompts it was sampled "
+        "with, which stops the demo from unlearning once all sampled prompts are the same; see "
+        "the module docstring).",
     )
     perplexity_weight: float = Field(
         0.0,
@@ -124,8 +162,9 @@ class SoftQConfig(AlgorithmConfig):
     replay_batch_size: int = Field(
         256,
         ge=1,
-        description="Transitions per off-policy update, drawn as whole prompts: ⌊256 / T⌋ "
-        "prompts of T tokens (PIN: 256). Used when replay_capacity > 0.",
+        description="Whole prompts per off-policy update, drawn uniformly with replacement; no "
+        "update happens before the buffer holds this many (PIN: 256 prompts). Used when "
+        "replay_capacity > 0.",
     )
 
     @model_validator(mode="after")
@@ -134,6 +173,15 @@ class SoftQConfig(AlgorithmConfig):
             raise ValueError(
                 "algorithm.reward_zscore needs algorithm.prompts_per_step ≥ 2 (the z-score of one "
                 "prompt is always 0); raise prompts_per_step or set reward_zscore: false"
+            )
+        capacity = getattr(self, "replay_capacity", 0)
+        if capacity and capacity < max(self.replay_batch_size, self.prompts_per_step):
+            raise ValueError(
+                f"algorithm.replay_capacity {capacity} (prompts) holds fewer than "
+                f"algorithm.replay_batch_size {self.replay_batch_size} or one step of "
+                f"algorithm.prompts_per_step {self.prompts_per_step}, so no update could ever run; "
+                "raise replay_capacity, lower the others, or set replay_capacity: 0 for on-policy "
+                "updates"
             )
         return self
 
@@ -178,8 +226,8 @@ class RLPromptConfig(SoftQConfig):
     replay_capacity: int = Field(
         0,
         ge=0,
-        description="Replay buffer size in transitions (prompt tokens); 0 = on-policy updates on "
-        "the prompts just sampled (RLPrompt: only on-policy works in its code).",
+        description="Replay buffer size in whole prompts; 0 = on-policy updates on the prompts "
+        "just sampled (RLPrompt: only on-policy works in its code).",
     )
 
 
@@ -188,14 +236,22 @@ class PINConfig(SoftQConfig):
     """PIN (Choi et al., ACL 2024): sparse Tsallis entropy, token filter, replay buffer.
 
     Defaults are the paper's classification settings: Tsallis entropy, filter k = 10,000,
-    buffer 64,000 transitions with batches of 256, α = 1 (reward scale 1/α = 1), Adam 5e-5,
-    prompt length 5, MLP 2048. The paper's policy LM is facebook/opt-125m (set
+    buffer of 64,000 prompts with batches of 256 prompts (no update before 256 are stored), α = 1
+    and reward scale 1 after the z-score (PIN's configs shape [0, 1] → [0, 1]; RLPrompt's → [0,
+    5]), Adam 5e-5, prompt length 5, MLP 2048. The paper's policy LM is facebook/opt-125m (set
     ``policy.model``) and it trains 6,000 steps (``train.steps: 6000``). Loss: the bootstrapped
-    (v2 + v3)/2, as RLPrompt, not the Monte-Carlo regression PIN's README runs as "v1"
-    (``loss: mc_return``), see METHODS.md §4.
+    (v2 + v3)/2, as RLPrompt. PIN's sparse-Tsallis module ships a "v1" that regresses Q on the
+    Monte-Carlo return (``loss: mc_return`` here); its README's command runs ``algo=sql``,
+    RLPrompt's Shannon module, with ``loss_impl=v1`` (METHODS.md §4).
     """
 
     name: Literal["pin"] = Field("pin", description="PIN (Choi et al., 2024).")
+    reward_scale: float = Field(
+        1.0,
+        gt=0,
+        description="Shaping factor after the z-score (PIN, classification: 1; 2 for style "
+        "transfer). RLPrompt's 5 would run PIN at an effective α of 0.2.",
+    )
     entropy: Literal["shannon", "tsallis"] = Field(
         "tsallis",
         description="Entropy regulariser: tsallis (sparsemax policy, PIN) or shannon (softmax, "
@@ -205,7 +261,7 @@ class PINConfig(SoftQConfig):
         "v2_v3",
         description="Soft Q-learning loss. Default the bootstrapped (v2 + v3)/2 (PIN's v2/v3 "
         "family, RLPrompt's default; ours: keeps the comparison with RLPrompt to PIN's three "
-        "changes); mc_return = the Monte-Carlo regression that PIN's README runs as 'v1'; v1 = "
+        "changes); mc_return = the Monte-Carlo regression of PIN's sparse-ql 'v1'; v1 = "
         "one-step soft Q with the spmax target.",
     )
     top_k: int | None = Field(
@@ -223,8 +279,8 @@ class PINConfig(SoftQConfig):
     replay_capacity: int = Field(
         64_000,
         ge=0,
-        description="Replay buffer size in transitions (prompt tokens), stored as whole prompts "
-        "of T tokens (PIN: 64,000); 0 = on-policy.",
+        description="Replay buffer size in whole prompts (PIN: 64,000 prompts); 0 = on-policy. "
+        "Memory grows with use, up to capacity × T × d float32 hidden states.",
     )
 
 
@@ -239,31 +295,52 @@ class ReplayBatch(NamedTuple):
     Attributes:
         hidden: [B, T, d] float32 frozen-LM hidden states h_t at s_0 … s_{T−1}.
         tokens: [B, T] long actions a_0 … a_{T−1}.
-        reward: [B] float32 final shaped reward r.
+        reward: [B] float32 shaped reward as computed when the prompt was sampled (z-scored over
+            its step and scaled: what RLPrompt and PIN train on).
+        raw: [B] float32 R_total(z), before any z-score (normalised at update time by the other
+            ``reward_zscore_stats`` settings).
     """
 
     hidden: Tensor
     tokens: Tensor
     reward: Tensor
+    raw: Tensor
 
 
 class ReplayBuffer:
-    """Ring buffer of whole prompts, preallocated; the oldest prompt is overwritten first.
+    """Ring buffer of whole prompts; the oldest prompt is overwritten first.
+
+    Storage grows with use (doubling, up to ``capacity``), so a large capacity costs memory only
+    once it is filled.
 
     Args:
-        capacity: prompts held (the config's transitions ÷ T).
+        capacity: prompts held (PIN: 64,000).
         length: T, tokens per prompt.
         hidden_dim: d of the policy LM.
         device: where the tensors live (the policy's device).
     """
 
+    _FIRST_ALLOCATION = 1024
+
     def __init__(self, capacity: int, length: int, hidden_dim: int, device: torch.device) -> None:
         self.capacity = capacity
-        self.hidden = torch.zeros(capacity, length, hidden_dim, device=device)
-        self.tokens = torch.zeros(capacity, length, dtype=torch.long, device=device)
-        self.reward = torch.zeros(capacity, device=device)
+        self.length, self.hidden_dim, self.device = length, hidden_dim, device
         self.pos = 0  # next slot to write
         self.size = 0  # filled slots
+        self._allocate(min(capacity, self._FIRST_ALLOCATION))
+
+    def _allocate(self, rows: int) -> None:
+        """(Re)allocate storage for ``rows`` prompts, keeping the filled ones."""
+        old = getattr(self, "hidden", None)
+        hidden = torch.zeros(rows, self.length, self.hidden_dim, device=self.device)
+        tokens = torch.zeros(rows, self.length, dtype=torch.long, device=self.device)
+        reward = torch.zeros(rows, device=self.device)
+        raw = torch.zeros(rows, device=self.device)
+        if old is not None and self.size:
+            n = self.size
+            hidden[:n], tokens[:n] = self.hidden[:n], self.tokens[:n]
+            reward[:n], raw[:n] = self.reward[:n], self.raw[:n]
+        self.hidden, self.tokens, self.reward, self.raw = hidden, tokens, reward, raw
 
     def __len__(self) -> int:
         return self.size
@@ -274,41 +351,49 @@ class ReplayBuffer:
         if n > self.capacity:  # only the newest `capacity` prompts can stay
             batch = ReplayBatch(*(t[n - self.capacity :] for t in batch))
             n = self.capacity
+        needed = min(self.size + n, self.capacity)
+        if needed > self.hidden.shape[0]:  # still filling: pos == size, grow before writing
+            self._allocate(min(self.capacity, max(needed, 2 * self.hidden.shape[0])))
         slots = (self.pos + torch.arange(n, device=self.tokens.device)) % self.capacity
         self.hidden[slots] = batch.hidden.to(self.hidden)
         self.tokens[slots] = batch.tokens.to(self.tokens)
         self.reward[slots] = batch.reward.to(self.reward)
+        self.raw[slots] = batch.raw.to(self.raw)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
     def sample(self, n: int, generator: torch.Generator) -> ReplayBatch:
-        """n prompts drawn uniformly with replacement from the filled slots."""
+        """n prompts drawn uniformly with replacement from the filled slots (as PIN)."""
         if self.size == 0:
             raise RuntimeError("sample() from an empty replay buffer")
         idx = torch.randint(self.size, (n,), generator=generator, device=generator.device)
         idx = idx.to(self.tokens.device)
-        return ReplayBatch(self.hidden[idx], self.tokens[idx], self.reward[idx])
+        return ReplayBatch(self.hidden[idx], self.tokens[idx], self.reward[idx], self.raw[idx])
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "hidden": self.hidden[: self.size],
             "tokens": self.tokens[: self.size],
             "reward": self.reward[: self.size],
+            "raw": self.raw[: self.size],
             "pos": self.pos,
             "size": self.size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         size = int(state["size"])
-        if size > self.capacity or tuple(state["hidden"].shape[1:]) != tuple(self.hidden.shape[1:]):
+        shape = (self.length, self.hidden_dim)
+        if size > self.capacity or tuple(state["hidden"].shape[1:]) != shape:
             raise ValueError(
                 f"replay buffer checkpoint holds {size} prompts of shape "
-                f"{tuple(state['hidden'].shape[1:])}; this buffer holds {self.capacity} of "
-                f"{tuple(self.hidden.shape[1:])}"
+                f"{tuple(state['hidden'].shape[1:])}; this buffer holds {self.capacity} of {shape}"
             )
+        self.size = 0
+        self._allocate(max(size, min(self.capacity, self._FIRST_ALLOCATION)))
         self.hidden[:size] = state["hidden"].to(self.hidden)
         self.tokens[:size] = state["tokens"].to(self.tokens)
         self.reward[:size] = state["reward"].to(self.reward)
+        self.raw[:size] = state["raw"].to(self.raw)
         self.pos, self.size = int(state["pos"]), size
 
 
@@ -345,20 +430,15 @@ class SoftQPrompt(Algorithm):
         self.generator = torch.Generator(device=self.policy.device).manual_seed(seed)
 
         self.buffer: ReplayBuffer | None = None
-        self.replay_prompts = 0
-        if cfg.replay_capacity > 0:
-            capacity = cfg.replay_capacity // self.length
-            if capacity < cfg.prompts_per_step:
-                raise ConfigError(
-                    f"algorithm.replay_capacity {cfg.replay_capacity} holds fewer than one step "
-                    f"of prompts ({cfg.prompts_per_step} × policy.prompt_length {self.length} = "
-                    f"{cfg.prompts_per_step * self.length} transitions); raise it, or set 0 for "
-                    "on-policy updates"
-                )
+        if cfg.replay_capacity > 0:  # in whole prompts (PIN: 64,000), checked at config load
             self.buffer = ReplayBuffer(
-                capacity, self.length, self.policy.hidden_dim, self.policy.device
+                cfg.replay_capacity, self.length, self.policy.hidden_dim, self.policy.device
             )
-            self.replay_prompts = max(1, cfg.replay_batch_size // self.length)
+        # R_total of every distinct prompt scored so far ("distinct_prompts" z-score), with its
+        # running sums (float64) so that the mean and std cost nothing per step.
+        self.seen: dict[str, float] = {}
+        self.seen_sums = [0.0, 0.0]  # Σ R, Σ R²
+        self.skipped_updates = 0  # non-finite losses or gradients, never applied
 
         # The reference LM judges readability: in the reward (weight > 0) and in result.json.
         if cfg.perplexity_model is None:
@@ -378,6 +458,13 @@ class SoftQPrompt(Algorithm):
             reference=reference,
             cache=cfg.reward_cache,
         )
+        if cfg.reward_zscore and cfg.reward_zscore_stats != "step":
+            if not ctx.task.deterministic_rewards:  # sampled, per-input grouped (style transfer)
+                raise ConfigError(
+                    f"algorithm.reward_zscore_stats {cfg.reward_zscore_stats!r} needs a reward "
+                    f"that is a function of the prompt; task {ctx.task.kind!r} samples its "
+                    "rewards (z-scored per input): set algorithm.reward_zscore_stats: step"
+                )
         # Greedy prompts shown to the loop, with their policy tokens (for result.json).
         self.eval_tokens: dict[str, list[str]] = {}
 
@@ -400,25 +487,36 @@ class SoftQPrompt(Algorithm):
 
         t1 = time.perf_counter()
         reward = self.reward(prompts)  # R_task, log PPL, R_total, r_final: each [P]
+        for prompt, total in zip(prompts, reward.total.tolist(), strict=True):
+            if prompt not in self.seen:  # the population of the "distinct_prompts" z-score
+                self.seen[prompt] = total
+                self.seen_sums[0] += total
+                self.seen_sums[1] += total * total
 
         t2 = time.perf_counter()
-        fresh = ReplayBatch(sample.hidden, sample.tokens, reward.shaped.to(self.policy.device))
+        device = self.policy.device
+        fresh = ReplayBatch(
+            sample.hidden, sample.tokens, reward.shaped.to(device), reward.total.to(device)
+        )
+        stats: dict[str, float] = {}
         if self.buffer is not None:  # PIN: off-policy, from the buffer (fresh prompts included)
             self.buffer.add(fresh)
-            batch = self.buffer.sample(self.replay_prompts, self.generator)
+            if len(self.buffer) >= cfg.replay_batch_size:  # PIN: no update before one batch
+                stats = self._update(self.buffer.sample(cfg.replay_batch_size, self.generator))
         else:  # RLPrompt: on-policy, the prompts just sampled
-            batch = fresh
-        stats = self._update(batch)
+            stats = self._update(fresh)
         t3 = time.perf_counter()
 
+        modal = max(Counter(prompts).values())
         values = {
             "rewards/mean": float(reward.total.mean()),
             "rewards/task": float(reward.task.mean()),
             "rewards/task_max": float(reward.task.max()),
-            "rewards/shaped_std": float(reward.shaped.std(correction=0)),
             "rewards/new_prompts": float(reward.scored),
             **stats,
             "charts/distinct_prompts": float(len(set(prompts))),
+            "charts/modal_prompt_share": modal / len(prompts),
+            "charts/skipped_updates": float(self.skipped_updates),
             "charts/sample_seconds": t1 - t0,
             "charts/reward_seconds": t2 - t1,
             "charts/update_seconds": t3 - t2,
@@ -428,39 +526,80 @@ class SoftQPrompt(Algorithm):
         for key, metric in reward.metrics.items():  # the task's own per-prompt scalars
             values[f"rewards/{key}"] = float(metric.float().mean())
         if self.buffer is not None:
-            values["charts/replay_size"] = float(len(self.buffer) * self.length)
+            values["charts/replay_size"] = float(len(self.buffer))  # prompts
         return values
+
+    def _training_reward(self, batch: ReplayBatch) -> tuple[Tensor, float]:
+        """The reward r the loss sees for each prompt of the batch, and the z-score's std."""
+        cfg = self.cfg
+        if not cfg.reward_zscore or cfg.reward_zscore_stats == "step":
+            return batch.reward, float("nan")  # shaped when sampled (RLPrompt, PIN)
+        raw = batch.raw.double()
+        if cfg.reward_zscore_stats == "replay_batch":
+            mean, std = raw.mean(), raw.std(correction=0)
+        else:  # "distinct_prompts": every distinct prompt scored so far (population std)
+            n = len(self.seen)
+            mean = self.seen_sums[0] / n
+            std = max(self.seen_sums[1] / n - mean * mean, 0.0) ** 0.5
+        r = cfg.reward_scale * (raw - mean) / (std + 1e-4)  # r = scale · (R − μ) / (σ + 1e-4)
+        return r.to(batch.reward), float(std)
 
     def _update(self, batch: ReplayBatch) -> dict[str, float]:
         """One gradient step of ψ on the soft Q-learning loss, then the Polyak update of ψ′."""
         cfg = self.cfg
+        reward, zscore_std = self._training_reward(batch)
         mask = None
         if self.filter_k is not None:  # the same filter for online and target Q (METHODS.md §4)
             mask = self.policy.token_filter(batch.hidden, self.filter_k)  # [B, T, V]
+            # The taken token is always allowed: the filter is recomputed here on another batch
+            # shape, and a top-k boundary that flips would give Q(s_t, a_t) = −inf.
+            mask.scatter_(-1, batch.tokens[..., None], True)
         q = self.policy.q_values(batch.hidden, mask)  # Q_θ(s_t, ·)   [B, T, V]
         q_target = self.policy.q_values(batch.hidden, mask, target=True)  # Q_θ′(s_t, ·)
         loss, stats = sql_loss_and_stats(
             q,
             q_target,
             batch.tokens,
-            batch.reward,
+            reward,
             variant=cfg.loss,
             entropy=cfg.entropy,
             alpha=cfg.alpha,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         params = self.policy.trainable_parameters()
-        if cfg.grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        else:
-            grad_norm = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
-            )
-        self.optimizer.step()
-        self.policy.update_target(cfg.target_update_rate)  # θ′ ← (1 − τ)θ′ + τθ
+        grad_norm = torch.full((), float("nan"))
+        if torch.isfinite(loss):
+            loss.backward()
+            if cfg.grad_clip is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            else:
+                grad_norm = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
+                )
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+            self.policy.update_target(cfg.target_update_rate)  # θ′ ← (1 − τ)θ′ + τθ
+        else:  # never apply a non-finite step: it would turn every parameter into NaN
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_updates += 1
+            if self.skipped_updates == 1:
+                warnings.warn(
+                    f"{self.method}: a non-finite loss ({float(loss.detach())}) or gradient norm "
+                    f"({float(grad_norm)}) was skipped, not applied; charts/skipped_updates counts "
+                    "them. Check the reward (NaN scores from the target?) and lower "
+                    "algorithm.learning_rate if it recurs.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
-        out = {"losses/sql": float(loss.detach()), "charts/grad_norm": float(grad_norm)}
+        out = {
+            "losses/sql": float(loss.detach()),
+            "charts/grad_norm": float(grad_norm),
+            "rewards/shaped_mean": float(reward.mean()),
+            "rewards/shaped_std": float(reward.std(correction=0)),
+            "rewards/zscore_std": zscore_std,
+            "charts/replay_reward_spread": _reward_spread(batch.tokens, reward),
+        }
         for key, value in stats.items():
             if key in ("loss", "reward"):
                 continue
@@ -507,6 +646,10 @@ class SoftQPrompt(Algorithm):
             "reward_cache": self.reward.state_dict(),
             "buffer": None if self.buffer is None else self.buffer.state_dict(),
             "eval_tokens": dict(self.eval_tokens),
+            "seen_prompts": list(self.seen),
+            "seen_rewards": torch.tensor(list(self.seen.values()), dtype=torch.float64),
+            "seen_sums": torch.tensor(self.seen_sums, dtype=torch.float64),
+            "skipped_updates": self.skipped_updates,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -517,3 +660,23 @@ class SoftQPrompt(Algorithm):
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
         self.eval_tokens = {k: list(v) for k, v in state["eval_tokens"].items()}
+        rewards = state["seen_rewards"].tolist()
+        self.seen = dict(zip(state["seen_prompts"], rewards, strict=True))
+        self.seen_sums = state["seen_sums"].tolist()
+        self.skipped_updates = int(state["skipped_updates"])
+
+
+def _reward_spread(tokens: Tensor, reward: Tensor) -> float:
+    """Mean over the prompts that occur more than once in the batch of (max − min) of their r."""
+    _, inverse, counts = torch.unique(tokens, dim=0, return_inverse=True, return_counts=True)
+    if not bool((counts > 1).any()):
+        return 0.0
+    r = reward.detach().float()
+    hi = torch.full((counts.numel(),), float("-inf")).scatter_reduce(
+        0, inverse.cpu(), r.cpu(), "amax"
+    )
+    lo = torch.full((counts.numel(),), float("inf")).scatter_reduce(
+        0, inverse.cpu(), r.cpu(), "amin"
+    )
+    repeated = counts.cpu() > 1
+    return float((hi - lo)[repeated].mean())
