@@ -333,6 +333,37 @@ def test_sql_v1_gradient_by_hand():
     torch.testing.assert_close(q.grad, expected)
 
 
+def hand_policy(entropy):
+    """π(·|s_0), π(·|s_1) of the online Q by hand: the gradient of V in Q (α = 1)."""
+    if entropy == "shannon":
+        return [[math.exp(x - lse(row)) for x in row] for row in Q]
+    # sparsemax(0.5, 0, −3) = (0.75, 0.25, 0) with τ = −0.25; sparsemax(1, 2, 0) = (0, 1, 0).
+    return [[0.75, 0.25, 0.0], [0.0, 1.0, 0.0]]
+
+
+@pytest.mark.parametrize("entropy", ENTROPIES)
+@pytest.mark.parametrize("variant", ["v2", "v3"])
+def test_sql_path_consistency_gradient_by_hand(variant, entropy):
+    # ∂A_t/∂Q_t = δ_{a_t} − π_t, because the online V_t inside A_t = Q_t(a_t) − V_t is
+    # differentiated (both reference codes); a detached V_t would leave only δ_{a_t}.
+    q, qt, actions, reward = sql_inputs()
+    sql_loss(q, qt, actions, reward, variant=variant, entropy=entropy).backward()
+    q0, q1, v0, v1, vt0, vt1 = hand_values(entropy)
+    a0, a1 = q0 - v0, q1 - v1
+    if variant == "v2":  # L = Σ_t e_t², e_t = A_t − Â_t
+        e0, e1 = a0 - (vt1 - vt0), a1 - (R - vt1)
+        weight = [2 * e0, 2 * e1]  # ∂L/∂A_t
+    else:  # L = Σ_t e_t², e_t = Σ_{k≥t} A_k − (r − V′_t): ∂L/∂A_k = Σ_{t≤k} 2 e_t
+        e0, e1 = a0 + a1 - (R - vt0), a1 - (R - vt1)
+        weight = [2 * e0, 2 * (e0 + e1)]
+    pi = hand_policy(entropy)
+    expected = torch.tensor(
+        [[[weight[t] * (float(j == ACTIONS[t]) - pi[t][j]) for j in range(3)] for t in range(2)]],
+        dtype=q.dtype,
+    )
+    torch.testing.assert_close(q.grad, expected)
+
+
 @pytest.mark.parametrize("entropy", ENTROPIES)
 @pytest.mark.parametrize("variant", list(SQL_VARIANTS))
 def test_sql_mask(variant, entropy):

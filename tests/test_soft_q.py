@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from hardprompts.algorithms.soft_q import PINConfig, ReplayBatch, ReplayBuffer, 
 from hardprompts.checkpoint import load_checkpoint, save_checkpoint
 from hardprompts.config import load_config
 from hardprompts.errors import ConfigError
+from hardprompts.functional import sql_loss
 from hardprompts.tasks import ClassificationTask, Split
 from hardprompts.training import RunContext, run
 
@@ -147,7 +149,17 @@ class GoalTarget:
         return out
 
 
-def _toy_algorithm(tiny_gpt2, name: str, overrides: list[str], seed: int = 0):
+class LengthTarget(GoalTarget):
+    """A toy target whose "yes" logit varies with the prompt's length: distinct rewards at once."""
+
+    def score(self, prompts, texts, progress=None):
+        out = torch.zeros(len(prompts), len(texts), 2)
+        for i, prompt in enumerate(prompts):
+            out[i, :, 1] = float(len(prompt) % 7) - 3.0
+        return out
+
+
+def _toy_algorithm(tiny_gpt2, name: str, overrides: list[str], seed: int = 0, target=GoalTarget):
     tok = AutoTokenizer.from_pretrained(tiny_gpt2)
     goal = tok.convert_tokens_to_ids(GOAL)
     cfg = load_config(
@@ -163,7 +175,7 @@ def _toy_algorithm(tiny_gpt2, name: str, overrides: list[str], seed: int = 0):
         ],
     )
     train = Split("train", ["a", "b"], [1, 1], "toy")
-    task = ClassificationTask(GoalTarget(tok, goal), splits={"train": train, "dev": train})
+    task = ClassificationTask(target(tok, goal), splits={"train": train, "dev": train})
     ctx = RunContext(cfg, task, Path("unused"))
     return cfg.algorithm.make(ctx), tok, goal
 
@@ -348,7 +360,9 @@ def test_resume_equals_uninterrupted(tiny_gpt2, tiny_dataset, tmp_path, name, ex
     assert ("rewards/perplexity" in metrics[0]) == (name == "pin")
 
 
-def test_replay_capacity_smaller_than_a_batch_is_an_error_at_load(tiny_gpt2, tiny_dataset, tmp_path):
+def test_replay_capacity_smaller_than_a_batch_is_an_error_at_load(
+    tiny_gpt2, tiny_dataset, tmp_path
+):
     with pytest.raises(ConfigError, match="algorithm.replay_capacity 10 .prompts. holds fewer"):
         load_config(None, ["algorithm.name=pin", "algorithm.replay_capacity=10"])
     with pytest.raises(ConfigError, match="algorithm.prompts_per_step 16"):
@@ -356,3 +370,150 @@ def test_replay_capacity_smaller_than_a_batch_is_an_error_at_load(tiny_gpt2, tin
             None,
             ["algorithm.name=pin", "algorithm.replay_capacity=10", "algorithm.replay_batch_size=4"],
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Guards from the review against the papers' code (issue 12): each one fails if its piece of
+# the training step is removed.
+# ---------------------------------------------------------------------------------------------
+
+PIN_GUARD = ["algorithm.token_filter_k=20", "algorithm.replay_batch_size=16"]
+
+
+def _filled_pin(tiny_gpt2, *extra: str):
+    """A toy PIN after one step (16 prompts stored, one update done) and a replay batch."""
+    algo, tok, goal = _toy_algorithm(tiny_gpt2, "pin", [*PIN_GUARD, *extra])
+    algo.step(0)
+    batch = algo.buffer.sample(16, torch.Generator().manual_seed(1))
+    return algo, batch
+
+
+def _params(module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_pin_defaults_follow_pin_not_rlprompt():
+    pin = load_config(None, ["algorithm.name=pin"]).algorithm
+    assert pin.reward_scale == 1.0  # PIN's configs; RLPrompt's 5 would mean α_eff = 0.2
+    assert (pin.replay_capacity, pin.replay_batch_size) == (64_000, 256)  # whole prompts
+    rl = load_config(None, ["algorithm.name=rlprompt"]).algorithm
+    assert rl.reward_scale == 5.0
+
+
+def test_no_update_before_the_buffer_holds_one_batch(tiny_gpt2):
+    # PIN: 256 prompts per update and none before 256 are stored; here 16 per step, batch 48.
+    algo, _, _ = _toy_algorithm(tiny_gpt2, "pin", ["algorithm.replay_batch_size=48"])
+    head = _params(algo.policy.head)
+    for step in range(2):
+        values = algo.step(step)
+        assert "losses/sql" not in values and values["charts/replay_size"] == 16 * (step + 1)
+    assert all(torch.equal(a, b) for a, b in zip(head, _params(algo.policy.head), strict=True))
+    values = algo.step(2)
+    assert "losses/sql" in values and values["charts/replay_size"] == 48
+    assert not all(torch.equal(a, b) for a, b in zip(head, _params(algo.policy.head), strict=True))
+
+
+def test_step_applies_the_polyak_update(tiny_gpt2):
+    algo, _, _ = _toy_algorithm(tiny_gpt2, "rlprompt", ["algorithm.target_update_rate=0.25"])
+    target = _params(algo.policy.target_head)
+    algo.step(0)
+    online = _params(algo.policy.head)
+    for before, now, theta in zip(target, _params(algo.policy.target_head), online, strict=True):
+        torch.testing.assert_close(now, 0.75 * before + 0.25 * theta)  # θ′ ← (1 − τ)θ′ + τθ
+        assert not torch.equal(now, before)
+
+
+def test_update_filters_online_and_target_q_alike(tiny_gpt2):
+    algo, batch = _filled_pin(tiny_gpt2, "algorithm.reward_zscore_stats=step")
+    policy = algo.policy
+    mask = policy.token_filter(batch.hidden, 20).scatter(-1, batch.tokens[..., None], True)
+    q_target = policy.q_values(batch.hidden, mask, target=True)
+
+    def loss_with(online_mask):
+        q = policy.q_values(batch.hidden, online_mask)
+        return sql_loss(
+            q, q_target, batch.tokens, batch.reward, variant="v2_v3", entropy="tsallis"
+        ).item()
+
+    expected, unfiltered = loss_with(mask), loss_with(None)
+    assert abs(expected - unfiltered) > 1e-3  # the filter on the online Q matters here
+    assert algo._update(batch)["losses/sql"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_taken_token_outside_the_filter_still_gives_a_finite_update(tiny_gpt2):
+    algo, batch = _filled_pin(tiny_gpt2)
+    own = algo.policy.lm_logits(batch.hidden[:, 0])  # [B, V] at s_0
+    own = own.masked_fill(~algo.policy.allowed_tokens, float("inf"))
+    outside = own.argmin(-1)  # an allowed token far outside each state's top-20
+    assert not algo.policy.token_filter(batch.hidden[:, 0], 20).gather(-1, outside[:, None]).any()
+    tokens = batch.tokens.clone()
+    tokens[:, 0] = outside
+    values = algo._update(batch._replace(tokens=tokens))
+    assert math.isfinite(values["losses/sql"]) and algo.skipped_updates == 0
+    assert all(torch.isfinite(p).all() for p in algo.policy.head.parameters())
+
+
+def test_non_finite_loss_is_skipped_and_reported(tiny_gpt2):
+    algo, batch = _filled_pin(tiny_gpt2, "algorithm.reward_zscore_stats=step")
+    head, target = _params(algo.policy.head), _params(algo.policy.target_head)
+    bad = batch._replace(reward=torch.full_like(batch.reward, float("nan")))
+    with pytest.warns(RuntimeWarning, match="non-finite loss .* skipped, not applied"):
+        algo._update(bad)
+    assert algo.skipped_updates == 1
+    assert all(torch.equal(a, b) for a, b in zip(head, _params(algo.policy.head), strict=True))
+    same_target = zip(target, _params(algo.policy.target_head), strict=True)
+    assert all(torch.equal(a, b) for a, b in same_target)
+    assert algo.step(1)["charts/skipped_updates"] == 1.0  # and training goes on
+
+
+def test_buffer_stores_the_shaped_reward_and_the_raw_one(tiny_gpt2):
+    algo, _, _ = _toy_algorithm(
+        tiny_gpt2, "pin", [*PIN_GUARD, "algorithm.reward_scale=3"], target=LengthTarget
+    )
+    algo.step(0)
+    buf = algo.buffer
+    raw = buf.raw[:16].double()
+    assert raw.std() > 0  # distinct rewards in the first step
+    expected = 3 * (raw - raw.mean()) / (raw.std(correction=0) + 1e-4)  # r = 3 · z(R)
+    torch.testing.assert_close(buf.reward[:16].double(), expected, rtol=1e-5, atol=1e-5)
+    # Default z-score over every distinct prompt seen: what the loss receives.
+    seen = torch.tensor(list(algo.seen.values()), dtype=torch.float64)
+    batch = buf.sample(16, torch.Generator().manual_seed(0))
+    r, std = algo._training_reward(batch)
+    assert std == pytest.approx(float(seen.std(correction=0)))
+    want = 3 * (batch.raw.double() - seen.mean()) / (std + 1e-4)
+    torch.testing.assert_close(r.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("alpha", "few"), [(0.01, True), (100.0, False)])
+def test_sampling_follows_alpha(tiny_gpt2, alpha, few):
+    # Q starts at the LM's logits (residual head): a tiny α samples the argmax, a huge one is
+    # near uniform over the filter's 50 tokens.
+    algo, _, _ = _toy_algorithm(
+        tiny_gpt2,
+        "pin",
+        ["algorithm.residual_head=true", "algorithm.token_filter_k=50", f"algorithm.alpha={alpha}"],
+    )
+    distinct = algo.step(0)["charts/distinct_prompts"]
+    assert (distinct <= 2) if few else (distinct >= 12)
+
+
+def test_greedy_evaluation_stays_inside_the_filter(tiny_gpt2):
+    algo, _, _ = _toy_algorithm(tiny_gpt2, "pin", ["algorithm.token_filter_k=5"])
+    policy = algo.policy
+    h0 = policy.hidden_for(torch.zeros(1, 1, dtype=torch.long))[:, 0]  # s_0 = (BOS)
+    inside = policy.token_filter(h0, 5)[0]
+    w = policy.lm.get_output_embeddings().weight.detach()
+    # Make ψ(h) a constant c·w_j, so that Q = c·W w_j + b peaks at a token outside the filter.
+    last = policy.head.mlp[2]
+    for j in (~inside & policy.allowed_tokens).nonzero().squeeze(-1).tolist():
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(50.0 * w[j])
+        if not inside[policy.q_values(h0)[0].argmax()]:
+            break
+    unfiltered = policy.sample(1, 2, greedy=True).tokens[0, 0]
+    assert not inside[unfiltered]
+    algo.eval_prompts()
+    (greedy_tokens,) = algo.eval_tokens.values()
+    assert inside[policy.tokenizer.convert_tokens_to_ids(greedy_tokens[0])]
