@@ -215,13 +215,16 @@ class PromptPolicy(nn.Module):
     def token_filter(self, hidden: Tensor, k: int) -> Tensor:
         """PIN's ignorable-token filter: True for the top-k tokens of W_LM h + b, [..., V] bool.
 
-        Exactly k tokens per state (ties broken by ``torch.topk``).
+        Exactly k tokens per state (ties broken by ``torch.topk``); every allowed token when k is
+        at least their number (no sort then: PIN's k = 10,000 covers a small vocabulary).
         """
         if not 1 <= k <= self.vocab_size:
             raise ValueError(f"token_filter_k must be in [1, {self.vocab_size}], got {k!r}")
+        if k >= int(self.allowed_tokens.sum()):
+            return self.allowed_tokens.expand(*hidden.shape[:-1], -1).clone()
         with torch.no_grad():
             logits = self.lm_logits(hidden).masked_fill(~self.allowed_tokens, float("-inf"))
-            top = logits.topk(k, dim=-1).indices
+            top = logits.topk(k, dim=-1, sorted=False).indices
             return torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
 
     def q_values(
