@@ -124,6 +124,49 @@ def test_prompt_nll_equals_reported_perplexity(tiny_gpt2):
         assert embeds.grad.abs().sum() > 0
 
 
+def _shared_row_nll_gradient(model, ids: list[int], bos: int) -> torch.Tensor:
+    """Autograd reference: ∂NLL/∂(table rows of the prompt tokens) when the prompt's inputs and
+    the output layer are one shared table W (a tied model, differentiated as a whole)."""
+    w = model.get_input_embeddings().weight.detach().clone().requires_grad_()
+    seq = torch.tensor([bos, *ids])
+    hidden = model.base_model(inputs_embeds=w[seq[:-1]][None]).last_hidden_state[0]  # [T, d]
+    logp = (hidden @ w.T).log_softmax(-1)  # tied output layer, no bias (GPT-2)
+    nll = -logp.gather(-1, seq[1:, None]).mean()
+    (grad,) = torch.autograd.grad(nll, w)
+    return grad[torch.tensor(ids)]  # [T, d]; a repeated token's row holds its total
+
+
+@pytest.mark.parametrize("text", ["the language feels", "the news the"])
+def test_prompt_nll_gradient_is_exact_with_shared_embeddings(sharp_gpt2, text):
+    model, tok = load_lm(str(sharp_gpt2), "causal", device="cpu"), load_tokenizer(str(sharp_gpt2))
+    table = model.get_input_embeddings().weight
+    assert table.data_ptr() == model.get_output_embeddings().weight.data_ptr()  # tied
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    want = _shared_row_nll_gradient(model, ids, tok.bos_token_id)
+    grads = {}
+    for through in (True, False):
+        embeds = table[torch.tensor([ids])].detach().clone().requires_grad_()
+        prompt_nll(model, embeds, torch.tensor([ids]), tok.bos_token_id, through_token=through)[
+            0
+        ].backward()
+        # Sum the per-position gradients of a repeated token: its shared row's gradient.
+        same = torch.tensor([[float(a == b) for b in ids] for a in ids])
+        grads[through] = same @ embeds.grad[0]
+    torch.testing.assert_close(grads[True], want, rtol=1e-4, atol=1e-6)
+    cosine = F.cosine_similarity(grads[False].flatten(), want.flatten(), dim=0)
+    assert cosine < 0.99  # the context-only path (PEZ's) is not this gradient
+
+
+def test_prompt_nll_through_token_needs_tied_embeddings(tiny_gpt2):
+    model, tok = load_lm(str(tiny_gpt2), "causal", device="cpu"), load_tokenizer(str(tiny_gpt2))
+    out = model.get_output_embeddings()
+    out.weight = torch.nn.Parameter(out.weight.detach().clone())  # untie the output layer
+    ids = torch.tensor([tok("the news", add_special_tokens=False)["input_ids"]])
+    embeds = model.get_input_embeddings().weight[ids]
+    with pytest.raises(ValueError, match="tied input and output embeddings"):
+        prompt_nll(model, embeds, ids, tok.bos_token_id, through_token=True)
+
+
 # ---------------------------------------------------------------------- the algorithm
 
 

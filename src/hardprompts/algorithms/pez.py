@@ -113,11 +113,13 @@ class PEZConfig(AlgorithmConfig):
         description="α of loss = CE + α · NLL_ref(prompt) (Patel et al., 2025; 0 = plain PEZ). "
         "Needs a causal target.",
     )
-    perplexity_gradient: Literal["context_and_token", "context"] = Field(
-        "context_and_token",
-        description="How NLL_ref reaches P: through the prompt as context and through each "
-        "token's own output row (ours; exact for tied embeddings), or as context only (PEZ's "
-        "released fluency term).",
+    perplexity_gradient: Literal["exact", "context"] = Field(
+        "exact",
+        description="How NLL_ref reaches P. exact: the gradient of the loss as written (Patel et "
+        "al.'s CE + α·NLL): through the prompt as context and, when the target ties its input "
+        "and output embeddings (GPT-2, OPT), through the prompt tokens' output rows as well "
+        "(their own logits and every log-partition); context: the context path alone, as PEZ's "
+        "and Patel et al.'s released fluency term computes it.",
     )
     reference_model: str | None = Field(
         None,
@@ -249,6 +251,8 @@ class PEZ(Algorithm):
                 "needs at least one step"
             )
         self.table = self.scorer.embedding_table.detach()  # [V, d]
+        out = target.model.get_output_embeddings() if target.kind == "causal" else None
+        self.tied = out is not None and out.weight.data_ptr() == self.table.data_ptr()
         self.device = self.table.device
         self.reference = ReferenceLM(ctx, cfg.reference_model)
         self.allowed = projection_mask(
@@ -342,7 +346,8 @@ class PEZ(Algorithm):
         """NLL of the projected tokens under the (causal) target; logged even when α = 0."""
         if self.ctx.target.kind != "causal":
             return None
-        through = self.cfg.perplexity_gradient == "context_and_token"
+        # The output-row path exists only when the target's output rows are its input embeddings.
+        through = self.cfg.perplexity_gradient == "exact" and self.tied
         with torch.set_grad_enabled(grad):
             return prompt_nll(
                 self.ctx.target.model,

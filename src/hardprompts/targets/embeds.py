@@ -208,7 +208,7 @@ def prompt_nll(
     token_ids: Tensor,
     bos_id: int,
     *,
-    through_token: bool = True,
+    through_token: bool = False,
 ) -> Tensor:
     """Mean negative log-likelihood of prompts under a causal LM, from their input embeddings.
 
@@ -216,40 +216,60 @@ def prompt_nll(
 
     The value equals the NLL of the token ids (what :func:`hardprompts.metrics.prompt_perplexity`
     logs) when ``prompt_embeds`` are those tokens' embedding rows. Gradients with respect to
-    ``prompt_embeds`` flow two ways:
+    ``prompt_embeds`` flow:
 
-    * context: row t is the input that conditions the predictions of a_{t+1}, a_{t+2}, ...;
-    * token (``through_token=True``): the logit of a_t is h_t · w_{a_t} + b_{a_t}, and the output
-      row w_{a_t} is written as ``w_{a_t} + (e_t − sg(e_t))`` (value unchanged, gradient
-      ∂/∂e_t = −h_t), so a step moves e_t towards tokens the LM predicts at t. This is the exact
-      gradient for tied input/output embeddings (GPT-2, OPT, the built-in models). PEZ's released
-      LM code used the context path only (``through_token=False``).
+    * as context (always): row t is the input that conditions the predictions of a_{t+1}, …
+      This is the only path in PEZ's and Patel et al.'s released fluency term.
+    * through the output layer (``through_token=True``, tied input/output embeddings only): the
+      output row of each prompt token a_t *is* its embedding e_t, in every position's logits:
+      its own logit h_t·e_t and the log-partition log Σ_v exp(h_s·w_v) of every position s. The
+      gradient is then exact for the function NLL(E) of a model whose tied rows are the prompt's
+      embeddings: ∂/∂e_t = context + (1/T) Σ_s (p_s(a_t) − 1[a_s = a_t]) h_s. A token that occurs
+      several times shares its row, whose gradient is split equally between the occurrences.
 
     Args:
         model: a causal LM whose input-embedding space ``prompt_embeds`` live in.
         prompt_embeds: [P, T, d] prompt embeddings.
         token_ids: [P, T] long, the tokens a_t whose log-probabilities are taken.
-        bos_id: the token every prompt is conditioned on first (BOS, else EOS).
-        through_token: also differentiate through the token's own output row (see above).
+        bos_id: the token every prompt is conditioned on first (the document-start token).
+        through_token: also differentiate through the prompt tokens' output rows (see above).
 
     Returns:
         [P] float32 mean NLL per prompt.
+
+    Raises:
+        ValueError: ``through_token`` with untied input and output embeddings (no such path).
     """
     emb = model.get_input_embeddings()
+    out = model.get_output_embeddings()
+    if through_token and out.weight.data_ptr() != emb.weight.data_ptr():
+        raise ValueError(
+            "through_token needs tied input and output embeddings (the output row of a prompt "
+            "token is then its input embedding); this model's are separate"
+        )
     prompt_embeds = prompt_embeds.to(emb.weight.dtype)
     n, length, _ = prompt_embeds.shape
     bos = emb(torch.full((n, 1), bos_id, dtype=torch.long, device=prompt_embeds.device))
     inputs = torch.cat([bos, prompt_embeds[:, :-1]], dim=1)  # [P, T, d]: BOS, e_0 … e_{T−2}
     hidden = model.base_model(inputs_embeds=inputs).last_hidden_state  # [P, T, d]: h_t predicts a_t
-    out = model.get_output_embeddings()
-    logits = out(hidden).float()  # [P, T, V]
-    log_z = logits.logsumexp(-1)  # [P, T]
-    if through_token:
-        rows = out.weight[token_ids]  # [P, T, d] output rows w_{a_t}
-        rows = rows + (prompt_embeds - prompt_embeds.detach())  # value w, gradient through e_t
-        own = (hidden * rows).sum(-1).float()
-        if out.bias is not None:
-            own = own + out.bias[token_ids].float()
-    else:
-        own = logits.gather(-1, token_ids[..., None]).squeeze(-1)
+    logits = out(hidden).float()  # [P, T, V], output rows w_v (frozen)
+    if not through_token:
+        own = logits.gather(-1, token_ids[..., None]).squeeze(-1)  # h_t · w_{a_t} + b_{a_t}
+        return -(own - logits.logsumexp(-1)).mean(-1)  # −(1/T) Σ_t log p(a_t | BOS, a_<t)
+
+    # The prompt tokens' output rows are their embeddings: row a_t = the mean of e over the
+    # occurrences of a_t (equal in value to w_{a_t} at a projection).
+    same = token_ids[:, :, None] == token_ids[:, None, :]  # [P, T, T] a_t == a_u
+    rows = same.to(prompt_embeds.dtype) @ prompt_embeds / same.sum(-1, keepdim=True)  # [P, T, d]
+    cols = (hidden @ rows.transpose(1, 2)).float()  # [P, T(s), T(t)] = h_s · e_{a_t}
+    if out.bias is not None:
+        cols = cols + out.bias[token_ids].float()[:, None, :]
+    own = cols.diagonal(dim1=1, dim2=2)  # [P, T] logit of a_t at position t
+    # log Σ_v exp(logit_v): frozen columns for the other tokens, one column per distinct prompt
+    # token (its first occurrence) computed from the embeddings.
+    in_prompt = torch.zeros_like(logits[:, 0], dtype=torch.bool).scatter_(1, token_ids, True)
+    first = ~torch.tril(same, diagonal=-1).any(-1)  # [P, T] first occurrence of a_t
+    others = logits.masked_fill(in_prompt[:, None, :], float("-inf"))
+    prompt_cols = cols.masked_fill(~first[:, None, :], float("-inf"))
+    log_z = torch.cat([others, prompt_cols], dim=-1).logsumexp(-1)  # [P, T]
     return -(own - log_z).mean(-1)  # −(1/T) Σ_t log p(a_t | BOS, a_<t)
