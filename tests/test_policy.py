@@ -7,7 +7,7 @@ import torch
 from tiny_models import make_tiny_gpt2
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hardprompts.functional import sql_loss
+from hardprompts.functional import soft_value, sql_loss
 from hardprompts.policy import PromptPolicy, PromptSample, polyak_update
 
 P, T = 8, 5
@@ -107,12 +107,15 @@ def test_greedy_and_top_k(policy):
     assert torch.equal(s1.tokens, s1.q.argmax(-1))  # top-1 sampling is greedy
 
 
-def test_initial_q_is_lm_logits(policy, gpt2_path):
+def test_initial_q_is_lm_log_probabilities(policy, gpt2_path):
     s = policy.sample(P, T, generator=torch.Generator().manual_seed(0))
     bos = torch.full((P, 1), policy.bos_token_id)
     logits = policy.lm(input_ids=torch.cat([bos, s.tokens[:, :-1]], 1)).logits
     ok = policy.allowed_tokens  # special tokens are masked out of Q (-inf)
-    assert (s.q[..., ok] - logits[..., ok]).abs().max() < 1e-4
+    log_p = logits[..., ok].log_softmax(-1)  # the LM's log-probabilities over the actions
+    assert (s.q[..., ok] - log_p).abs().max() < 1e-4
+    v = soft_value(s.q, 1.0, "shannon")
+    assert v.abs().max() < 1e-4  # V = logsumexp(log p) = 0: the scale of a z-scored reward
     assert logits.std() > 1e-2  # the comparison is not trivially between zeros
     # RLPrompt's init (no residual): ψ ≈ 0, so Q ≈ 0 for GPT-2 (no output bias).
     lm = AutoModelForCausalLM.from_pretrained(gpt2_path)

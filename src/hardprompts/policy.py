@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hardprompts.errors import ConfigError
-from hardprompts.functional import soft_policy
+from hardprompts.functional import soft_policy, soft_value
 
 __all__ = ["PromptPolicy", "PromptSample", "build_head", "polyak_update"]
 
@@ -51,8 +51,9 @@ def build_head(d: int, hidden_size: int = 2048, *, residual: bool = True) -> nn.
 
     - ``residual=True`` (default, ours): ψ(h) = h + MLP(h). The first layer has PyTorch's default
       init; the last layer has Xavier-uniform weights with gain 1e-4 and zero bias, so
-      |MLP(h)| ≈ 1e-4 · |h| and initially Q ≈ W_LM h + b, the LM's own logits: exploration starts
-      from the LM's fluent distribution.
+      |MLP(h)| ≈ 1e-4 · |h| and initially W_LM ψ(h) + b ≈ the LM's own logits: exploration starts
+      from the LM's fluent distribution. :class:`PromptPolicy` then subtracts the soft value of
+      the LM's logits at the state, so that V_θ starts at 0.
     - ``residual=False`` (RLPrompt's released code): ψ(h) = MLP(h), both layers Xavier-uniform
       with gain 1e-4 and bias −1e-4, so ψ(h) ≈ 0 and initially Q ≈ b (0 for GPT-2): a nearly
       uniform policy.
@@ -115,9 +116,13 @@ class PromptPolicy(nn.Module):
         lm: the frozen causal LM.
         tokenizer: its tokenizer.
         hidden_size: width of ψ's hidden layer (RLPrompt and PIN: 2048).
-        residual: ψ(h) = h + MLP(h), initial Q ≈ the LM's logits (default); False: RLPrompt's
-            ψ(h) = MLP(h) ≈ 0. See :func:`build_head`.
+        residual: ψ(h) = h + MLP(h) and Q(s, ·) = W_LM ψ(h) + b − V_LM(s), V_LM the soft value
+            of the LM's own logits W_LM h + b, so that Q starts at the LM's logits shifted to
+            V = 0 (default, ours); False: RLPrompt's ψ(h) = MLP(h) ≈ 0 and no offset. See
+            :func:`build_head`.
         bos_token_id: first input token; default the tokenizer's BOS, else EOS.
+        entropy, alpha: the regulariser and temperature whose soft value the residual head's
+            offset uses (the algorithm's own), so that V_θ = 0 at the start.
     """
 
     def __init__(
@@ -128,6 +133,8 @@ class PromptPolicy(nn.Module):
         hidden_size: int = 2048,
         residual: bool = True,
         bos_token_id: int | None = None,
+        entropy: str = "shannon",
+        alpha: float = 1.0,
     ) -> None:
         super().__init__()
         self.lm = lm
@@ -159,6 +166,8 @@ class PromptPolicy(nn.Module):
         allowed[: min(len(tokenizer), out.out_features)] = True
         allowed[[i for i in tokenizer.all_special_ids if i < out.out_features]] = False
         self.register_buffer("allowed_tokens", allowed.to(device), persistent=False)
+        self.residual = residual
+        self.entropy, self.alpha = entropy, alpha  # of the residual head's value offset
         self.head = build_head(d, hidden_size, residual=residual).to(device)
         self.target_head = copy.deepcopy(self.head).requires_grad_(False)
 
@@ -258,6 +267,14 @@ class PromptPolicy(nn.Module):
         q = q.masked_fill(~self.allowed_tokens, float("-inf"))  # special tokens are not actions
         if filter_mask is not None:
             q = q.masked_fill(~filter_mask, float("-inf"))  # filtered tokens: Q = −inf
+        if self.residual:
+            # − V_LM(s_t), the soft value of the frozen LM's own (masked) logits: a constant at
+            # s_t, so the policy is unchanged, and V_θ(s_t) starts at 0, the scale of the
+            # z-scored reward (raw logits, ~10, make every bootstrapped target r − V′ ≪ 0).
+            own = self.lm_logits(hidden).masked_fill(~self.allowed_tokens, float("-inf"))
+            if filter_mask is not None:
+                own = own.masked_fill(~filter_mask, float("-inf"))
+            q = q - soft_value(own, self.alpha, self.entropy).unsqueeze(-1)
         return q
 
     # -- running the frozen LM ---------------------------------------------------------------

@@ -419,7 +419,12 @@ class SoftQPrompt(Algorithm):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.policy = PromptPolicy(
-                lm, tokenizer, hidden_size=pc.mlp_hidden, residual=cfg.residual_head
+                lm,
+                tokenizer,
+                hidden_size=pc.mlp_hidden,
+                residual=cfg.residual_head,
+                entropy=cfg.entropy,
+                alpha=cfg.alpha,
             )
         vocab = self.policy.vocab_size
         # PIN's filter k (10,000) is clamped to the vocabulary, e.g. for small test models.
