@@ -213,7 +213,8 @@ def test_learns_the_known_best_prompt(tiny_gpt2, name, extra):
     if name == "pin":
         # Every token sampled during training lies in the frozen LM's own top-50 at its state.
         buf = algo.buffer
-        top = algo.policy.lm_logits(buf.hidden[: len(buf)]).topk(50, dim=-1).indices
+        own = algo.policy.lm_logits(buf.hidden[: len(buf)])
+        top = own.masked_fill(~algo.policy.allowed_tokens, float("-inf")).topk(50, dim=-1).indices
         assert (top == buf.tokens[: len(buf), :, None]).any(-1).all()
 
 
