@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tiny_models import make_tiny_gpt2
 
-from hardprompts.algorithms.pez import projected_gradient_step
+from hardprompts.algorithms.pez import lr_factor, projected_gradient_step
 from hardprompts.config import config_from_dict, load_config
 from hardprompts.errors import ConfigError
 from hardprompts.metrics import prompt_perplexity
@@ -212,7 +212,8 @@ def test_pez_lowers_training_loss_and_perplexity_term_lowers_perplexity(
 ):
     outcome = {}
     for alpha in (0.0, 1.0):
-        config = _config(sharp_gpt2, fsc_dir, tmp_path, {"name": "pez", "perplexity_weight": alpha})
+        algorithm = {"name": "pez", "perplexity_weight": alpha, "lr_warmup_steps": 0}
+        config = _config(sharp_gpt2, fsc_dir, tmp_path, algorithm)
         algo, ctx = _algorithm(config)
         start = _train_ce_and_nll(algo, ctx)
         logs = [algo.step(s) for s in range(30)]
@@ -225,6 +226,31 @@ def test_pez_lowers_training_loss_and_perplexity_term_lowers_perplexity(
     assert logs_reg[0]["losses/total"] == pytest.approx(
         logs_reg[0]["losses/task_ce"] + logs_reg[0]["losses/perplexity_nll"], rel=1e-5
     )
+
+
+def test_lr_warmup_and_decay_follow_pez():
+    # PEZ's script: Hugging Face's linear warm-up (0 at the first step) then linear decay to 0.
+    got = [lr_factor(k, 4, 10, "linear") for k in range(11)]
+    assert got == pytest.approx([0, 0.25, 0.5, 0.75, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0])
+    assert [lr_factor(k, 4, 10, "constant") for k in (0, 2, 4, 9)] == [0, 0.5, 1, 1]
+    assert lr_factor(3, 0, 10, "linear") == pytest.approx(0.7)
+    pez = load_config(None, ["algorithm.name=pez"]).algorithm
+    soft = load_config(None, ["algorithm.name=softprompt"]).algorithm
+    assert (pez.lr_warmup_steps, pez.lr_schedule) == (500, "linear")
+    assert (soft.lr_warmup_steps, soft.lr_schedule) == (500, "linear")
+
+
+@pytest.mark.parametrize("name", ["pez", "softprompt"])
+def test_first_step_keeps_the_initial_prompt_and_lr_ramps(tiny_gpt2, fsc_dir, tmp_path, name):
+    config = _config(tiny_gpt2, fsc_dir, tmp_path, {"name": name, "lr_warmup_steps": 4}, steps=6)
+    algo, _ = _algorithm(config)
+    start = algo.prompt.detach().clone()
+    logs = [algo.step(0)]
+    assert torch.equal(algo.prompt.detach(), start)  # lr 0 at the first step: label words kept
+    logs += [algo.step(s) for s in range(1, 6)]
+    lrs = [0.3 * f for f in (0, 0.25, 0.5, 0.75, 1.0, 0.5)]  # warm-up 4, decay to 0 at step 6
+    assert [v["charts/lr"] for v in logs] == pytest.approx(lrs)
+    assert not torch.equal(algo.prompt.detach(), start)
 
 
 def test_pez_projection_stays_in_whole_words(tiny_roberta, tiny_gpt2, fsc_dir, tmp_path):

@@ -29,8 +29,10 @@ is scored on dev at the next evaluation, so no restart goes unscored; the loop k
 over all of them.
 
 Defaults follow the PEZ paper's language-model setting (METHODS.md 5): T = 10, lr 0.3, batch 16,
-grad clip 1.0, 5,000 steps (set ``train.steps: 5000``; the loop's default is RLPrompt's 12,000).
-PEZ's released LM script used Adafactor; METHODS.md specifies AdamW, which we use.
+grad clip 1.0, 5,000 steps (set ``train.steps: 5000``; the loop's default is RLPrompt's 12,000),
+and its script's schedule: a linear warm-up over 500 steps, then (with AdamW) a linear decay to 0
+at the last step. PEZ's released LM script used Adafactor (with a constant rate after the
+warm-up: ``lr_schedule: constant``); METHODS.md specifies AdamW, which we use.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "PEZConfig",
     "ReferenceLM",
     "initial_prompt",
+    "lr_factor",
     "projected_gradient_step",
     "projection_mask",
 ]
@@ -78,6 +81,18 @@ class PEZConfig(AlgorithmConfig):
     )
     batch_size: int = Field(
         16, ge=1, description="Training examples per step (PEZ LM setting: 16)."
+    )
+    lr_warmup_steps: int = Field(
+        500,
+        ge=0,
+        description="The learning rate rises linearly from 0 over this many steps (PEZ's LM "
+        "script: warmup_step_prompt 500), so the first steps do not erase the initialisation.",
+    )
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear",
+        description="After the warm-up: linear decay to 0 at the last step of the run (or of the "
+        "restart), as PEZ's script does with AdamW (get_linear_schedule_with_warmup); constant "
+        "as its Adafactor branch.",
     )
     grad_clip: float = Field(
         1.0, gt=0, description="Clip the gradient norm of P to this (PEZ: 1.0)."
@@ -191,6 +206,25 @@ def initial_prompt(
     return table[ids.to(table.device)].detach().float().clone()
 
 
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the learning rate at optimizer step ``step`` (0-based) of ``total``.
+
+    As Hugging Face's schedules that PEZ's script uses: step / warmup during the warm-up (0 at the
+    first step), then 1 (``constant``) or (total − step) / (total − warmup), floored at 0
+    (``linear``).
+    """
+    if step < warmup:
+        return step / max(1, warmup)  # linear warm-up from 0
+    if schedule == "constant":
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - warmup))  # linear decay to 0 at `total`
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def sample_batch(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """``size`` distinct example indices out of ``n`` (all of them, shuffled, when size >= n)."""
     return torch.randperm(n, generator=generator)[:size]
@@ -262,7 +296,8 @@ class PEZ(Algorithm):
         self.bos_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         self.labels = torch.tensor(self.train.labels, device=self.device)
         self.generator = torch.Generator().manual_seed(ctx.config.train.seed)
-        # Restart r owns steps [starts[r], starts[r+1]).
+        # Restart r owns steps [starts[r], starts[r+1]); each has its own warm-up and decay.
+        self.steps = steps
         self.starts = [r * steps // cfg.restarts for r in range(cfg.restarts)]
         self.restart = 0
         self.unscored: list[str] = []  # last prompts of finished restarts, for the next dev eval
@@ -323,6 +358,12 @@ class PEZ(Algorithm):
             self.prompt, self.table, self.allowed, self.cfg.projection, loss_at
         )
         grad_norm = torch.nn.utils.clip_grad_norm_([self.prompt], self.cfg.grad_clip)
+        start = self.starts[restart]
+        end = self.starts[restart + 1] if restart + 1 < len(self.starts) else self.steps
+        lr = self.cfg.lr * lr_factor(
+            step - start, self.cfg.lr_warmup_steps, end - start, self.cfg.lr_schedule
+        )
+        set_lr(self.optimizer, lr)
         self.optimizer.step()
 
         logits = terms["logits"]
@@ -331,6 +372,7 @@ class PEZ(Algorithm):
             "losses/total": float(loss.detach()),
             "charts/train_accuracy": float((logits.argmax(-1) == labels).float().mean()),
             "charts/grad_norm": float(grad_norm),
+            "charts/lr": lr,
             "charts/restart": float(self.restart),
             # 1 when the prompt's text re-tokenises to the projected ids (what dev eval scores).
             "charts/prompt_roundtrip": float(

@@ -33,7 +33,14 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from hardprompts.algorithms.base import Algorithm, RunContext
-from hardprompts.algorithms.pez import ReferenceLM, initial_prompt, projection_mask, sample_batch
+from hardprompts.algorithms.pez import (
+    ReferenceLM,
+    initial_prompt,
+    lr_factor,
+    projection_mask,
+    sample_batch,
+    set_lr,
+)
 from hardprompts.config import AlgorithmConfig, register_algorithm
 from hardprompts.errors import DataError
 from hardprompts.interpretability import faithfulness, nearest_tokens
@@ -57,6 +64,17 @@ class SoftPromptConfig(AlgorithmConfig):
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (as PEZ: 0).")
     batch_size: int = Field(16, ge=1, description="Training examples per step (as PEZ: 16).")
+    lr_warmup_steps: int = Field(
+        500,
+        ge=0,
+        description="Linear warm-up of the learning rate from 0 over this many steps (PEZ's "
+        "script, which also trains this baseline: 500).",
+    )
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear",
+        description="After the warm-up: linear decay to 0 at the last step (PEZ's script with "
+        "AdamW) or constant (its Adafactor branch; Lester et al.).",
+    )
     grad_clip: float = Field(1.0, gt=0, description="Clip the gradient norm of P (as PEZ: 1.0).")
     init: Literal["label_words", "random"] = Field(
         "label_words",
@@ -125,11 +143,17 @@ class SoftPrompt(Algorithm):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_([self.prompt], self.cfg.grad_clip)
+        cfg = self.cfg
+        lr = cfg.lr * lr_factor(
+            step, cfg.lr_warmup_steps, self.ctx.config.train.steps, cfg.lr_schedule
+        )
+        set_lr(self.optimizer, lr)
         self.optimizer.step()
         return {
             "losses/task_ce": float(loss.detach()),
             "charts/train_accuracy": float((logits.argmax(-1) == labels).float().mean()),
             "charts/grad_norm": float(grad_norm),
+            "charts/lr": lr,
         }
 
     def eval_prompts(self) -> list[str]:
