@@ -332,7 +332,8 @@ def write_config(tmp_path: Path, fsc_dir, tiny_gpt2, **algorithm) -> Path:
             "template": "{prompt} Input: {x} Output:",
         },
         "target": {"model": str(tiny_gpt2), "kind": "causal"},
-        "algorithm": {"name": "appo", "agent_model": str(tiny_gpt2), **TINY_AGENT, **algorithm},
+        "policy": {"model": str(tiny_gpt2)},
+        "algorithm": {"name": "appo", **TINY_AGENT, **algorithm},
         "train": {"steps": 4, "eval_every": 2, "checkpoint_every": 2, "seed": 3},
     }
     path = tmp_path / "appo.yaml"

@@ -47,7 +47,8 @@ def write_config(tmp_path: Path, fsc_dir, tiny_gpt2, steps: int, **algorithm) ->
             "template": "{prompt} Input: {x} Output:",
         },
         "target": {"model": str(tiny_gpt2), "kind": "causal"},
-        "algorithm": {"name": "search", "agent_model": str(tiny_gpt2), **TINY_AGENT, **algorithm},
+        "policy": {"model": str(tiny_gpt2)},
+        "algorithm": {"name": "search", **TINY_AGENT, **algorithm},
         "train": {"steps": steps, "eval_every": 2, "checkpoint_every": 2, "seed": 5},
     }
     path = tmp_path / "search.yaml"
@@ -120,7 +121,7 @@ def test_search_config_defaults_and_errors():
     cfg = load_config(REPO / "configs" / "sst2_search.yaml").algorithm
     assert cfg.reward_batch_size is None and cfg.select_top == 10
     default = load_config(None, ["algorithm.name=search"]).algorithm
-    assert default.agent_model == "Qwen/Qwen2.5-0.5B-Instruct" and default.prompts_per_query == 4
+    assert default.agent_model is None and default.prompts_per_query == 4
     with pytest.raises(
         ConfigError, match=r"algorithm.demo_template: .*must contain \{x\} and \{y\}"
     ):
@@ -139,8 +140,28 @@ def test_unknown_agent_model_names_the_fix(fsc_dir, tiny_gpt2, tmp_path):
     res = runner.invoke(
         app,
         ["tune", "--config", str(config), "--out", str(tmp_path / "run"),
-         "--set", f"algorithm.agent_model={tmp_path / 'no-such-model'}"],
+         "--set", f"policy.model={tmp_path / 'no-such-model'}"],
     )  # fmt: skip
     assert res.exit_code == 2
-    assert "algorithm.agent_model: could not load the tokenizer of" in res.output
+    assert "policy.model (the agent): could not load the tokenizer of" in res.output
     assert "no-such-model" in res.output
+
+
+def test_the_agent_is_policy_model_and_agent_model_is_a_deprecated_alias():
+    # One field names the model that writes the prompt, for every method.
+    default = load_config(None, ["algorithm.name=search"])
+    assert default.policy.model == "Qwen/Qwen2.5-0.5B-Instruct"  # the agent default
+    assert load_config(None, ["algorithm.name=pin"]).policy.model == "distilgpt2"
+    chosen = load_config(None, ["algorithm.name=appo", "policy.model=/models/agent"])
+    assert chosen.policy.model == "/models/agent" and chosen.algorithm.agent_model is None
+    with pytest.warns(FutureWarning, match="algorithm.agent_model is deprecated"):
+        old = load_config(None, ["algorithm.name=search", "algorithm.agent_model=/models/old"])
+    assert old.policy.model == "/models/old" and old.algorithm.agent_model is None
+    assert (
+        load_config(None, ["algorithm.name=search"]).to_dict()["algorithm"]["agent_model"] is None
+    )
+    with pytest.raises(ConfigError, match="algorithm.agent_model .* and policy.model .* both"):
+        load_config(
+            None,
+            ["algorithm.name=appo", "algorithm.agent_model=/a", "policy.model=/b"],
+        )

@@ -39,6 +39,8 @@ def tiny_sets(tiny_roberta: Path, tiny_gpt2: Path, fsc_dir: Path, name: str) -> 
         "train.eval_every=2",
         "train.checkpoint_every=2",
     ]
+    if name == "pin":  # update from the first step (PIN waits for 256 stored prompts)
+        sets.append("algorithm.replay_batch_size=4")
     return [arg for s in sets for arg in ("--set", s)]
 
 

@@ -19,6 +19,7 @@ What this module holds, top to bottom:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
@@ -58,20 +59,22 @@ DEFAULT_META_PROMPT = (
 )
 DEFAULT_ANSWER_PREFIX = "The instruction I wrote was:"
 DEFAULT_DEMO_TEMPLATE = "Input: {x}\nOutput: {y}"
+# The agent when policy.model is not set: a small instruction model (our choice; StablePrompt used
+# 7B-8B instruction models such as gemma-1.1-7b-it and Llama-3-8B-Instruct). It must already be
+# available locally (Hugging Face cache or a folder): nothing downloads where the hub is
+# unreachable.
+DEFAULT_AGENT = "Qwen/Qwen2.5-0.5B-Instruct"
 
 
 class AgentConfig(AlgorithmConfig):
     """Fields shared by the StablePrompt algorithms: the agent, its meta-prompt, sampling, reward."""
 
-    agent_model: str = Field(
-        "Qwen/Qwen2.5-0.5B-Instruct",
-        description=(
-            "Causal LM that writes the prompts: a Hugging Face name, local folder or builtin:. It "
-            "must already be available locally (Hugging Face cache or a folder); nothing is "
-            "downloaded where the hub is unreachable. StablePrompt used 7B-8B instruction models "
-            "(gemma-1.1-7b-it, Llama-3-8B-Instruct); the default is a small instruction model (our "
-            "choice)."
-        ),
+    agent_model: str | None = Field(
+        None,
+        description="Deprecated alias of policy.model, the field that names the model writing "
+        "the prompt for every method (here the agent; unset: " + DEFAULT_AGENT + "). Setting it "
+        "moves its value to policy.model with a warning; setting both to different models is "
+        "an error.",
     )
     agent_device: str = Field("auto", description="torch device of the agent; auto = cuda if any.")
     agent_device_map: DeviceMap | None = device_map_field("agent (its LoRA adapters follow)")
@@ -163,6 +166,31 @@ class AgentConfig(AlgorithmConfig):
         description="The best distinct sampled prompts by train reward that go to each dev "
         "evaluation. StablePrompt's release kept a top-5 queue (and chose on test; we use dev).",
     )
+
+    def resolve_policy(self, policy) -> None:
+        """Make ``policy.model`` name the agent (called by :class:`~hardprompts.config.Config`).
+
+        The agent is ``policy.model`` as for every method; unset, :data:`DEFAULT_AGENT`. The old
+        field ``algorithm.agent_model`` still works, with a warning, and is then cleared.
+        """
+        explicit = "model" in policy.model_fields_set
+        if self.agent_model is not None:
+            if explicit and policy.model != self.agent_model:
+                raise ValueError(
+                    f"algorithm.agent_model ({self.agent_model!r}) and policy.model "
+                    f"({policy.model!r}) both name the model that writes the prompt; set "
+                    "policy.model only (algorithm.agent_model is its deprecated alias)"
+                )
+            warnings.warn(
+                "algorithm.agent_model is deprecated: the model that writes the prompt is "
+                f"policy.model for every method; using policy.model = {self.agent_model!r}",
+                FutureWarning,
+                stacklevel=2,
+            )
+            policy.model = self.agent_model
+            self.agent_model = None
+        elif not explicit:
+            policy.model = DEFAULT_AGENT
 
     @field_validator("meta_prompt")
     @classmethod
@@ -327,18 +355,18 @@ class PromptAgent:
         self.model.eval()
 
     @classmethod
-    def from_config(cls, cfg: AgentConfig, *, lora=None, seed: int = 0) -> PromptAgent:
-        """Load ``cfg.agent_model`` (and its tokenizer) and build the agent."""
+    def from_config(
+        cls, cfg: AgentConfig, model_name: str, *, lora=None, seed: int = 0
+    ) -> PromptAgent:
+        """Load ``model_name`` (``policy.model``) and its tokenizer and build the agent."""
         from hardprompts.errors import ModelLoadError
         from hardprompts.modeling import load_lm, load_tokenizer, placement
 
         try:
-            tokenizer = load_tokenizer(cfg.agent_model)
-            model = load_lm(
-                cfg.agent_model, "causal", dtype=cfg.agent_dtype, **placement(cfg, "agent_")
-            )
+            tokenizer = load_tokenizer(model_name)
+            model = load_lm(model_name, "causal", dtype=cfg.agent_dtype, **placement(cfg, "agent_"))
         except ModelLoadError as exc:
-            raise ModelLoadError(f"algorithm.agent_model: {exc}") from None
+            raise ModelLoadError(f"policy.model (the agent): {exc}") from None
         if lora is not None and any(p.is_meta for p in model.parameters()):
             raise ConfigError(
                 "algorithm.agent_device_map offloaded some of the agent's layers to disk; their "

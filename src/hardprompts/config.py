@@ -365,12 +365,15 @@ class TargetConfig(Section):
 
 
 class PolicyConfig(Section):
-    """The prompt-writing policy of the RL methods: a frozen causal LM with a small trainable head."""
+    """The model that writes the prompt: the RL methods' frozen LM (with a small trainable head) or
+    the StablePrompt agent."""
 
     model: str = Field(
         "distilgpt2",
-        description="Frozen causal LM under the policy (name, path or builtin:). RLPrompt: distilgpt2; "
-        "PIN's paper used facebook/opt-125m.",
+        description="The model that writes the prompt (name, path or builtin:), for every method: "
+        "the frozen causal LM under the RL policy (RLPrompt: distilgpt2; PIN's paper used "
+        "facebook/opt-125m), the agent of appo and search (unset there: "
+        "Qwen/Qwen2.5-0.5B-Instruct), the fallback perplexity judge of pez and softprompt.",
     )
     prompt_length: int = Field(5, ge=1, description="Prompt tokens T. Both RL papers: 5.")
     mlp_hidden: int = Field(
@@ -595,6 +598,15 @@ class Config(Section):
         if task_cls is None:
             raise ValueError(f"unknown task kind {kind!r}; valid kinds: {', '.join(task_kinds())}")
         return task_cls.model_validate(dict(value))
+
+    @model_validator(mode="after")
+    def _resolve_policy(self) -> Config:
+        # One field names the model that writes the prompt for every method: policy.model. An
+        # algorithm with another default or an old alias for it adjusts it here.
+        resolve = getattr(self.algorithm, "resolve_policy", None)
+        if resolve is not None:
+            resolve(self.policy)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field (the merged config saved with each run)."""

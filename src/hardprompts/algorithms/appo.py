@@ -351,7 +351,7 @@ class APPO(Algorithm):
             bias="none",
             task_type="CAUSAL_LM",
         )
-        self.agent = PromptAgent.from_config(cfg, lora=lora, seed=seed)
+        self.agent = PromptAgent.from_config(cfg, ctx.config.policy.model, lora=lora, seed=seed)
         self.optimizer = torch.optim.Adam(self.agent.trainable_parameters(), lr=cfg.lr)
         self.anchor = Anchor(self.agent, self.optimizer)
         self.task = ctx.task
@@ -489,5 +489,5 @@ class APPO(Algorithm):
             "candidates": self.pool.entries,
             "prompts_sampled": self.prompts_sampled,
             "train_pairs_scored": self.pairs_scored,
-            "agent_model": self.cfg.agent_model,
+            "agent_model": self.ctx.config.policy.model,
         }

@@ -52,7 +52,7 @@ class Search(Algorithm):
         super().__init__(ctx)
         self.cfg = cfg
         self.gen = torch.Generator().manual_seed(ctx.config.train.seed)
-        self.agent = PromptAgent.from_config(cfg)  # frozen: no adapters
+        self.agent = PromptAgent.from_config(cfg, ctx.config.policy.model)  # frozen: no adapters
         self.task = ctx.task
         self.reward = StablePromptReward(cfg.reward_accuracy_weight, cfg.reward_margin_weight)
         self.pool = PromptPool(cfg.select_top)
@@ -119,5 +119,5 @@ class Search(Algorithm):
             "train_pairs_scored": self.pairs_scored,
             "candidates": self.pool.entries,
             "samples": self.samples,
-            "agent_model": self.cfg.agent_model,
+            "agent_model": self.ctx.config.policy.model,
         }
