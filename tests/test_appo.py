@@ -186,6 +186,21 @@ def test_two_adapters_start_equal_and_copy_exactly(agent):
     assert not any(p.requires_grad for p in agent.adapter_parameters(ANCHOR).values())
 
 
+def test_adapters_of_a_bfloat16_agent_stay_float32_and_copy_exactly(tiny_gpt2):
+    # peft (pinned in pyproject) keeps LoRA weights in float32 on a bf16 base model
+    # (autocast_adapter_dtype); the anchor's exact copies and rollbacks rely on it.
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2, dtype=torch.bfloat16)
+    model.requires_grad_(False).eval()
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM")
+    settings = {k: v for k, v in TINY_AGENT.items() if k != "num_demos"}
+    agent = PromptAgent(model, AutoTokenizer.from_pretrained(tiny_gpt2), lora=lora, **settings)
+    weights = agent.adapter_parameters(POLICY)
+    assert weights and all(p.dtype == torch.float32 for p in weights.values())
+    perturb(agent, POLICY, seed=3, scale=1e-3)  # a change below bf16's resolution near 1
+    agent.copy_adapter(POLICY, ANCHOR)
+    assert same(agent.adapter_state(POLICY), agent.adapter_state(ANCHOR))
+
+
 def test_sampling_is_reproducible_and_cut_at_the_stop(agent):
     a, b, c = rollout_of(agent, 0), rollout_of(agent, 0), rollout_of(agent, 1)
     assert torch.equal(a.response, b.response) and a.texts == b.texts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hardprompts.checkpoint import load_checkpoint, save_checkpoint
-from hardprompts.metrics import prompt_perplexity
+from hardprompts.metrics import document_start_id, prompt_perplexity
 from hardprompts.rewards import (
     TrainingReward,
     perplexity_regularised,
@@ -165,3 +166,31 @@ def test_training_reward_with_perplexity(gpt2):
     assert out.shaped[better] > 0 > out.shaped[1 - better]
     with pytest.raises(ValueError, match="reference"):
         TrainingReward(ClassificationTask(target, splits={"train": train}), perplexity_weight=1.0)
+
+
+def test_perplexity_starts_at_the_models_document_token_when_the_tokenizer_has_no_bos(gpt2):
+    # A chat-style tokenizer (as Qwen2.5-Instruct): no BOS, EOS = the end of a chat turn, and the
+    # model configured with the document separator as its BOS.
+    model, tok = gpt2
+    chat = copy.deepcopy(tok)
+    chat.bos_token, chat.eos_token = None, "</s>"  # "</s>" stands for <|im_end|>
+    doc = tok.convert_tokens_to_ids("<|endoftext|>")
+    model.config.bos_token_id = doc
+    assert document_start_id(chat, model) == doc != chat.eos_token_id
+    prompts = [" great movie", "the plot was terrible"]
+
+    def ppl_after(start: int) -> list[float]:
+        out = []
+        for p in prompts:
+            seq = torch.tensor([[start, *tok(p.strip(), add_special_tokens=False)["input_ids"]]])
+            logp = model(input_ids=seq).logits[0, :-1].log_softmax(-1)
+            out.append(float((-logp.gather(-1, seq[0, 1:, None]).mean()).exp()))
+        return out
+
+    with torch.no_grad():
+        want, wrong = ppl_after(doc), ppl_after(chat.eos_token_id)
+    assert prompt_perplexity(prompts, model, chat) == pytest.approx(want, rel=1e-5)
+    assert prompt_perplexity(prompts, model, chat) != pytest.approx(wrong, rel=1e-3)
+    logp = prompt_log_perplexity(prompts, model, chat)
+    torch.testing.assert_close(logp, torch.tensor(want).log(), rtol=1e-5, atol=1e-5)
+    assert document_start_id(tok, model) == tok.bos_token_id  # a BOS of its own wins

@@ -37,6 +37,7 @@ from hardprompts.config import (
     max_memory_field,
 )
 from hardprompts.errors import ConfigError
+from hardprompts.modeling import cache_keyword, output_cache
 
 __all__ = [
     "ANCHOR",
@@ -549,8 +550,8 @@ class PromptAgent:
                 break
             out = self.model(  # ended rows run along; their tokens are not kept
                 input_ids=nxt[:, None].to(self.device),
-                past_key_values=out.past_key_values,
                 use_cache=True,
+                **{cache_keyword(self.model): output_cache(out)},
             )
         return rows, [
             t if t is not None else self._cut(r)[0] for t, r in zip(texts, rows, strict=True)
@@ -630,6 +631,14 @@ class _AdaptersOff(nn.Module):
         super().__init__()
         self.inner = agent.model
         self._agent = agent
+
+    @property
+    def config(self):  # the base model's (its BOS is the document start of a perplexity)
+        return self.inner.config
+
+    @property
+    def generation_config(self):
+        return getattr(self.inner, "generation_config", None)
 
     def forward(self, **kwargs):
         with self._agent.using(None):

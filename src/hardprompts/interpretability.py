@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from hardprompts.errors import ConfigError
+from hardprompts.metrics import document_start_id
 
 __all__ = [
     "allowed_token_mask",
@@ -125,11 +126,7 @@ def reference_topk_mask(
     Returns:
         [num_rows] bool over the target's embedding rows.
     """
-    bos = (
-        ref_tokenizer.bos_token_id
-        if ref_tokenizer.bos_token_id is not None
-        else ref_tokenizer.eos_token_id
-    )
+    bos = document_start_id(ref_tokenizer, model)
     from hardprompts.modeling import model_max_length
 
     device = next(model.parameters()).device

@@ -105,14 +105,34 @@ def prompt_scores(
     ]
 
 
+def document_start_id(tokenizer, model=None) -> int:
+    """The token a prompt is conditioned on to score it as the start of a text (METHODS.md 6).
+
+    The tokenizer's BOS; else the BOS the model was configured with (its ``config``, then its
+    ``generation_config``): chat models such as Qwen2.5-Instruct have no tokenizer BOS, and their
+    EOS (``<|im_end|>``) ends a chat turn, not a document, while their configured BOS is the
+    document separator ``<|endoftext|>``; else the EOS (GPT-2's ``<|endoftext|>`` is both).
+    """
+    if tokenizer.bos_token_id is not None:
+        return int(tokenizer.bos_token_id)
+    vocab = len(tokenizer)
+    for cfg in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        bos = getattr(cfg, "bos_token_id", None)
+        if isinstance(bos, int) and 0 <= bos < vocab:
+            return bos
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no BOS or EOS token and the model no BOS")
+    return int(tokenizer.eos_token_id)
+
+
 @torch.no_grad()
 def prompt_perplexity(prompts: Sequence[str], model, tokenizer) -> list[float]:
     """PPL(z) = exp(-(1/T) Σ_t log p_ref(a_t | BOS, a_<t)) under a causal reference LM (METHODS.md 6).
 
-    Each prompt is tokenised by the reference tokenizer and scored after its BOS token (EOS when
-    there is no BOS). An empty prompt has no perplexity (nan).
+    Each prompt is tokenised by the reference tokenizer and scored after its document-start
+    token (:func:`document_start_id`). An empty prompt has no perplexity (nan).
     """
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    bos = document_start_id(tokenizer, model)
     device = next(model.parameters()).device
     out = []
     for prompt in prompts:

@@ -259,3 +259,18 @@ def model_max_length(model, tokenizer) -> int:
     if not limits:
         raise ValueError("cannot find the model's maximum length; set target.max_length")
     return min(limits)
+
+
+def cache_keyword(model) -> str:
+    """Name of the key/value-cache argument of ``model``'s forward: ``cache`` in transformers
+    versions that renamed it (``past_key_values`` is deprecated there and warns at every call),
+    else ``past_key_values``. A peft model is asked about the model it wraps."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The key/value cache a forward returned, under either name (see :func:`cache_keyword`)."""
+    return out["cache"] if "cache" in out else out.past_key_values

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from hardprompts.errors import ConfigError
 from hardprompts.functional import soft_policy, soft_value
+from hardprompts.metrics import document_start_id
+from hardprompts.modeling import cache_keyword, output_cache
 
 __all__ = ["PromptPolicy", "PromptSample", "build_head", "polyak_update"]
 
@@ -105,8 +107,9 @@ class PromptPolicy(nn.Module):
     by Polyak averaging. Save and load ψ and ψ′ with :meth:`head_state_dict` and
     :meth:`load_head_state_dict` (``state_dict()`` also holds the LM).
 
-    The initial state s_0 is the single token ``bos_token_id``: the tokenizer's BOS token, or
-    its EOS token when it has no BOS (GPT-2 uses ``<|endoftext|>`` for both), unless given.
+    The initial state s_0 is the single token ``bos_token_id``: unless given, the document-start
+    token of :func:`hardprompts.metrics.document_start_id` (the tokenizer's BOS, else the model's
+    configured BOS, else EOS; GPT-2 uses ``<|endoftext|>`` for both).
 
     Q is computed in float32 whatever the LM's dtype. The LM's output layer must be linear
     (``get_output_embeddings()`` returns an ``nn.Linear``); logit soft-capping or scaling in a
@@ -120,7 +123,7 @@ class PromptPolicy(nn.Module):
             of the LM's own logits W_LM h + b, so that Q starts at the LM's logits shifted to
             V = 0 (default, ours); False: RLPrompt's ψ(h) = MLP(h) ≈ 0 and no offset. See
             :func:`build_head`.
-        bos_token_id: first input token; default the tokenizer's BOS, else EOS.
+        bos_token_id: first input token; default the document-start token.
         entropy, alpha: the regulariser and temperature whose soft value the residual head's
             offset uses (the algorithm's own), so that V_θ = 0 at the start.
     """
@@ -153,11 +156,7 @@ class PromptPolicy(nn.Module):
             )
         d = out.in_features
         if bos_token_id is None:
-            bos_token_id = tokenizer.bos_token_id
-            if bos_token_id is None:
-                bos_token_id = tokenizer.eos_token_id
-            if bos_token_id is None:
-                raise ValueError("the tokenizer has no BOS or EOS token; pass bos_token_id")
+            bos_token_id = document_start_id(tokenizer, lm)
         self.bos_token_id = int(bos_token_id)
         device = out.weight.device
         # The action space: real vocabulary entries that are not special tokens. Output rows past
@@ -289,13 +288,10 @@ class PromptPolicy(nn.Module):
             dtype=torch.long,
             device=input_ids.device,
         )
-        out = self.lm.base_model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            past_key_values=past_key_values,
-            use_cache=True,
-        )
-        return out.last_hidden_state, out.past_key_values
+        base = self.lm.base_model
+        cache = {cache_keyword(base): past_key_values} if past_key_values is not None else {}
+        out = base(input_ids=input_ids, attention_mask=mask, use_cache=True, **cache)
+        return out.last_hidden_state, output_cache(out)
 
     @torch.no_grad()
     def hidden_for(self, tokens: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from hardprompts.metrics import gap_reward
+from hardprompts.metrics import document_start_id, gap_reward
 from hardprompts.tasks import PromptTask, RewardSpec, RLPromptReward
 
 __all__ = [
@@ -122,13 +122,13 @@ def prompt_log_perplexity(prompts: Sequence[str], model, tokenizer) -> Tensor:
     """log PPL(z) = −(1/T) Σ_t log p_ref(a_t | BOS, a_<t) of each prompt (METHODS.md §6). → [P].
 
     Batched version of :func:`hardprompts.metrics.prompt_perplexity` (same tokenisation: the
-    stripped prompt, no special tokens, after the reference's BOS, else EOS), so the penalised
+    stripped prompt, no special tokens, after the reference's document-start token), so the penalised
     quantity is the logarithm of the perplexity that ``result.json`` reports.
 
     A prompt with no tokens after stripping (whitespace only) gets log |V|, the perplexity of
     uniform noise (our choice): it is never preferred as "readable".
     """
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    bos = document_start_id(tokenizer, model)
     device = next(model.parameters()).device
     ids = [tokenizer(p.strip(), add_special_tokens=False)["input_ids"] for p in prompts]
     out = torch.full((len(prompts),), math.log(model.get_output_embeddings().out_features))

@@ -48,6 +48,7 @@ from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.config import AlgorithmConfig, register_algorithm
 from hardprompts.errors import ConfigError
 from hardprompts.interpretability import allowed_token_mask, nearest_tokens, reference_topk_mask
+from hardprompts.metrics import document_start_id
 from hardprompts.targets.embeds import EmbeddingScorer, prompt_nll
 from hardprompts.tasks import require_class_logits
 
@@ -293,7 +294,7 @@ class PEZ(Algorithm):
             ctx, cfg.allowed_tokens, cfg.allowed_topk, self.reference, self.table.shape[0]
         ).to(self.device)
         tok = target.tokenizer
-        self.bos_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.bos_id = document_start_id(tok, target.model)
         self.labels = torch.tensor(self.train.labels, device=self.device)
         self.generator = torch.Generator().manual_seed(ctx.config.train.seed)
         # Restart r owns steps [starts[r], starts[r+1]); each has its own warm-up and decay.
