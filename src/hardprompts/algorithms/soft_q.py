@@ -41,10 +41,16 @@ at step 16. Those steps log no ``losses/*``.
 Reward normalisation (``reward_zscore_stats``): the papers z-score R over the P prompts of the
 step and store that in the buffer ("step"). Once the policy has converged the P prompts are
 often all the same prompt, whose z-score is then 0 whatever its reward; a stored prompt's reward
-also depends on the batch it happened to be sampled with. "distinct_prompts" (our default, see
-the field) stores the raw R and z-scores it at update time against the mean and standard
-deviation of R over every distinct prompt scored so far, so a prompt's training reward no longer
-depends on its company.
+also depends on the batch it happened to be sampled with (``charts/replay_reward_spread`` shows
+that drift). "distinct_prompts" (our default, see the field) stores the raw R and z-scores it at
+update time against the mean and standard deviation of R over every distinct prompt scored so
+far, so a prompt's training reward no longer depends on its company.
+
+Why the demo used to unlearn (issue 12): with ``residual_head: true`` Q started at the LM's raw
+logits (~10), so V′ ≈ 10 and every bootstrapped target r − V′ ≈ −10 pushed down whatever was
+sampled, while the reward scale 5 (effective α 0.2) had collapsed the sparsemax policy onto one
+prompt. The residual head now starts at V = 0 (:class:`~hardprompts.policy.PromptPolicy`) and
+PIN's scale is 1.
 
 Logged every step: ``rewards/mean`` (R_total), ``rewards/task`` (R_task), ``rewards/task_max``,
 ``rewards/perplexity`` (mean log PPL, when its weight is > 0), ``rewards/new_prompts`` (cache
@@ -138,9 +144,10 @@ class SoftQConfig(AlgorithmConfig):
         description="What the z-score's mean and std are taken over. step: the P prompts of the "
         "step, applied when sampled and stored so (RLPrompt, PIN); replay_batch: the batch being "
         "trained on, at update time; distinct_prompts: every distinct prompt scored so far, at "
-        "update time (ours: a prompt's reward then does not depend on the prompts it was sampled "
-        "with, which stops the demo from unlearning once all sampled prompts are the same; see "
-        "the module docstring).",
+        "update time (ours: a prompt's training reward then does not depend on the prompts it "
+        "was sampled with, nor drift while it sits in the buffer; a step of identical prompts "
+        "no longer scores 0 whatever their reward). With one policy (on-policy) step and "
+        "replay_batch coincide.",
     )
     perplexity_weight: float = Field(
         0.0,
