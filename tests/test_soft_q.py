@@ -469,7 +469,10 @@ def test_non_finite_loss_is_skipped_and_reported(tiny_gpt2):
 
 def test_buffer_stores_the_shaped_reward_and_the_raw_one(tiny_gpt2):
     algo, _, _ = _toy_algorithm(
-        tiny_gpt2, "pin", [*PIN_GUARD, "algorithm.reward_scale=3"], target=LengthTarget
+        tiny_gpt2,
+        "pin",
+        [*PIN_GUARD, "algorithm.reward_scale=3", "algorithm.reward_zscore_stats=distinct_prompts"],
+        target=LengthTarget,
     )
     algo.step(0)
     buf = algo.buffer
@@ -477,7 +480,7 @@ def test_buffer_stores_the_shaped_reward_and_the_raw_one(tiny_gpt2):
     assert raw.std() > 0  # distinct rewards in the first step
     expected = 3 * (raw - raw.mean()) / (raw.std(correction=0) + 1e-4)  # r = 3 · z(R)
     torch.testing.assert_close(buf.reward[:16].double(), expected, rtol=1e-5, atol=1e-5)
-    # Default z-score over every distinct prompt seen: what the loss receives.
+    # The z-score over every distinct prompt seen: what the loss then receives.
     seen = torch.tensor(list(algo.seen.values()), dtype=torch.float64)
     batch = buf.sample(16, torch.Generator().manual_seed(0))
     r, std = algo._training_reward(batch)
