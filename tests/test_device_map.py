@@ -76,7 +76,6 @@ def test_placement_fields_and_their_errors(tiny_gpt2):
     lora = LoraConfig(r=2, lora_alpha=4, task_type="CAUSAL_LM")
     offloading = APPOConfig(
         name="appo",
-        agent_model=str(tiny_gpt2),
         agent_device_map="auto",
         agent_max_memory={"cpu": _split_memory(tiny_gpt2)},
         **TINY_AGENT,
@@ -84,7 +83,7 @@ def test_placement_fields_and_their_errors(tiny_gpt2):
     from hardprompts.agent import PromptAgent
 
     with pytest.raises(ConfigError, match="raise algorithm.agent_max_memory"):
-        PromptAgent.from_config(offloading, lora=lora)
+        PromptAgent.from_config(offloading, str(tiny_gpt2), lora=lora)
     on_disk = load_lm(str(tiny_gpt2), "causal", device_map="auto", max_memory={"cpu": 1000})
     with pytest.raises(ConfigError, match="raise policy.max_memory"):
         PromptPolicy(on_disk, load_tokenizer(str(tiny_gpt2)), hidden_size=8)

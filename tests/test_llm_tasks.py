@@ -322,7 +322,7 @@ def test_shipped_llm_task_configs_load(name):
     assert cfg.task.kind in ("generation", "multiple_choice")
     if "builtin" not in name:
         assert cfg.target.model == "meta-llama/Meta-Llama-3-8B-Instruct"
-        assert cfg.algorithm.agent_model == "Qwen/Qwen2.5-1.5B-Instruct"
+        assert cfg.policy.model == "Qwen/Qwen2.5-1.5B-Instruct"  # the agent
 
 
 @pytest.mark.slow
