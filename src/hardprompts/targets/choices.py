@@ -39,6 +39,7 @@ import torch
 from transformers import DynamicCache
 
 from hardprompts.errors import TargetError
+from hardprompts.modeling import cache_keyword, output_cache
 from hardprompts.templates import special_tokens_around
 
 Progress = Callable[[int], None]
@@ -53,24 +54,12 @@ class Prefill(NamedTuple):
     lengths: torch.Tensor  # [n] tokens of each text (the position of its first new token)
 
 
-def cache_arg(model) -> str:
-    """The name of the key/value cache argument (``cache`` from transformers 5.2x, else
-    ``past_key_values``)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def cache_rows(kv: list[tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor) -> DynamicCache:
     """A fresh cache holding the given batch rows of ``kv`` (a forward extends the cache in place,
     so each forward over a shared prefix gets its own)."""
     return DynamicCache(
         ddp_cache_data=[(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv]
     )
-
-
-def output_cache(out):
-    """The key/value cache a forward returned (``cache``, or ``past_key_values`` before 5.2x)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
 
 
 def kv_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -254,7 +243,7 @@ class ChoiceScorer:
             attention_mask=torch.cat([mask.index_select(0, src), cmask], 1),  # [g, lp + lc]
             position_ids=lengths.index_select(0, src)[:, None] + torch.arange(lc, device=device),
             use_cache=True,
-            **{cache_arg(self.model): cache_rows(kv, src)},
+            **{cache_keyword(self.model): cache_rows(kv, src)},
         )
         logp = res.logits.float().log_softmax(-1)  # [g, lc, V]: log p(c_{t+1} | text, c_<=t)
         for row, (r, j, c) in enumerate(group):

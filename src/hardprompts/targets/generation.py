@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from hardprompts.errors import TargetError
-from hardprompts.targets.choices import cache_arg, cache_rows, kv_layers, output_cache, prefill
+from hardprompts.modeling import cache_keyword, output_cache
+from hardprompts.targets.choices import cache_rows, kv_layers, prefill
 from hardprompts.templates import special_tokens_around
 
 Progress = Callable[[int], None]
@@ -181,7 +182,7 @@ class TextGenerator:
                 attention_mask=mask,
                 position_ids=positions[:, None],
                 use_cache=True,
-                **{cache_arg(self.model): cache},
+                **{cache_keyword(self.model): cache},
             )
             cache = output_cache(res)
             positions = positions + 1
