@@ -449,6 +449,13 @@ def _agent_field() -> str | None:
     return "algorithm.agent_model"
 
 
+def _algorithm_fields(method: str) -> dict[str, Any]:
+    from hardprompts.config import _ALGORITHMS, algorithm_names
+
+    algorithm_names()  # imports every built-in algorithm
+    return _ALGORITHMS[method].model_fields
+
+
 def method_overrides(grid: Grid, methods: Sequence[str]) -> dict[str, list[str]]:
     """Per-method ``KEY=VALUE`` overrides of the sweep: steps, dev evaluations, METHOD_SETTINGS."""
     out = {}
@@ -460,6 +467,11 @@ def method_overrides(grid: Grid, methods: Sequence[str]) -> dict[str, list[str]]
             "train.checkpoint_every": max(1, steps // 4),
             **METHOD_SETTINGS.get(method, {}),
         }
+        fields = _algorithm_fields(method)
+        if method == "pin" and "replay_batch_size" in fields:
+            settings["algorithm.replay_batch_size"] = 64  # the demo's (PIN: 256 prompts)
+        if "lr_warmup_steps" in fields:  # PEZ: 500 of 5,000 steps; the same tenth here
+            settings["algorithm.lr_warmup_steps"] = max(1, steps // 10)
         if method in ("search", "appo") and _agent_field():
             settings[_agent_field()] = BUILTIN
         out[method] = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
