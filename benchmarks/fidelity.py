@@ -184,15 +184,22 @@ def _enough(*samples: tuple[Sequence[float], bool]) -> str | None:
     return None
 
 
+def _compare(a, b, b_constant: bool, fmt: str) -> tuple[str | None, float, float, str]:
+    """(why no verdict or None, d, SE, "d = … (SE …)") of samples a and b."""
+    short = _enough((a, False), (b, b_constant))
+    if short:
+        return short, math.nan, math.nan, ""
+    d, se = _diff(a, b)
+    return None, d, se, f"d = {d:+{fmt}} (SE {se:{fmt}})"
+
+
 def lower(
     name: str, a: Sequence[float], b: Sequence[float], *, b_constant: bool = False, fmt=".3f"
 ) -> Part:
     """The claim part 'A is lower than B' (directional)."""
-    short = _enough((a, False), (b, b_constant))
+    short, d, se, detail = _compare(a, b, b_constant, fmt)
     if short:
         return Part(name, "undecided", short)
-    d, se = _diff(a, b)
-    detail = f"d = {d:+{fmt}} (SE {se:{fmt}})"
     if d < -Z * se:
         return Part(name, "holds", detail)
     if d > Z * se:
@@ -202,21 +209,17 @@ def lower(
 
 def not_higher(name: str, a: Sequence[float], b: Sequence[float], fmt=".3f") -> Part:
     """'A is not higher than B' (falls or holds): holds unless A is clearly higher."""
-    short = _enough((a, False), (b, False))
+    short, d, se, detail = _compare(a, b, False, fmt)
     if short:
         return Part(name, "undecided", short)
-    d, se = _diff(a, b)
-    detail = f"d = {d:+{fmt}} (SE {se:{fmt}})"
     return Part(name, "contradicted" if d > Z * se else "holds", detail)
 
 
 def similar(name: str, a: Sequence[float], b: Sequence[float], fmt=".3f") -> Part:
     """'A and B are similar' (two-sided, accuracies): |d| <= DELTA and within noise."""
-    short = _enough((a, False), (b, False))
+    short, d, se, detail = _compare(a, b, False, fmt)
     if short:
         return Part(name, "undecided", short)
-    d, se = _diff(a, b)
-    detail = f"d = {d:+{fmt}} (SE {se:{fmt}})"
     if abs(d) <= DELTA and abs(d) <= Z * se:
         return Part(name, "holds", detail)
     if abs(d) > DELTA and abs(d) > Z * se:
@@ -849,28 +852,13 @@ def plot(content: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from hardprompts.report import draw_series
+
     n = max(1, len(content))
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), dpi=110, squeeze=False)
     try:
         for ax, panel in zip(axes[0], content, strict=False):
-            for s in panel["series"]:
-                ax.errorbar(
-                    s["perplexity"],
-                    s["accuracy"],
-                    yerr=s["accuracy_std"],
-                    marker="o",
-                    capsize=3,
-                    label=s["method"],
-                )
-                if len(s["alpha"]) > 1:
-                    for x, y, a in zip(s["perplexity"], s["accuracy"], s["alpha"], strict=True):
-                        ax.annotate(
-                            f"α={a:g}",
-                            (x, y),
-                            textcoords="offset points",
-                            xytext=(3, 3),
-                            fontsize=7,
-                        )
+            draw_series(ax, panel["series"], fontsize=7)
             if panel["best_manual_accuracy"] is not None:
                 ax.axhline(
                     panel["best_manual_accuracy"], ls="--", c="gray", lw=1, label="best manual"
