@@ -672,7 +672,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# Fidelity: the papers' claims on `{BUILTIN}` ({doc['grid']['name']} grid)",
         "",
         f"Command: `{run['command']}`  ",
-        f"Date: {run['date']}; machine: {run['machine']}; torch threads: {run['threads']}; "
+        *([f"Cells run by: {run['provenance']}  "] if run.get("provenance") else []),
+        f"Code: {run['code']}; date: {run['date']}; machine: {run['machine']}; torch threads: {run['threads']}; "
         f"load average at the end: {run['load_average']}.  ",
         f"Finished cells: {doc['finished_cells']} of {doc['total_cells']}"
         + (
@@ -910,6 +911,7 @@ def build_document(grid: Grid, work: Path, plot_name: str, command: str, threads
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), "
             f"Python {platform.python_version()}, torch {_torch_version()}",
             "threads": threads,
+            "code": _git_commit(),
             "load_average": None if load is None else [round(x, 1) for x in load],
         },
         "grid": {
@@ -940,6 +942,25 @@ def build_document(grid: Grid, work: Path, plot_name: str, command: str, threads
         "plot": plot_name,
         "notes": {"agent": AGENT_NOTE, "scope": SCOPE_NOTE},
     }
+
+
+def _git_commit() -> str:
+    """The repository's commit (with '+changes' when the work tree differs from it)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
 
 
 def _torch_version() -> str:
@@ -991,6 +1012,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="Run nothing; rewrite the results from the finished cells.",
     )
+    p.add_argument(
+        "--provenance",
+        default=None,
+        help="Free text shown under the command (e.g. which subset commands ran the cells).",
+    )
     p.add_argument("--no-progress", action="store_true", help="No per-cell progress bars.")
     return p.parse_args(argv)
 
@@ -1028,6 +1054,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
             run_dataset(grid, dataset, work, data_dir, methods, alphas, seeds, not args.no_progress)
     stem = "fidelity" if grid is FULL else "fidelity_quick"
     doc = build_document(grid, work, f"{stem}_tradeoff.png", command, args.threads)
+    doc["run"]["provenance"] = args.provenance
     paths = write_results(doc, args.out, stem)
     for c in doc["claims"]:
         print(f"[fidelity] {c['verdict']:>14}  {c['dataset']}: {c['claim']}")
