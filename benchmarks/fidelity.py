@@ -1048,6 +1048,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     if any(d in FSC for d in datasets) and not (data_dir / "sst-2").is_dir():
         raise SystemExit(f"few-shot splits not found in {data_dir}: pass --data-dir")
     argv_shown = list(sys.argv[1:] if argv is None else argv)
+    if "--provenance" in argv_shown:  # shown on its own line
+        i = argv_shown.index("--provenance")
+        del argv_shown[i : i + 2]
     command = " ".join(["python benchmarks/fidelity.py", *argv_shown])
     if not args.report_only:
         for dataset in datasets:
