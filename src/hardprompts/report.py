@@ -246,6 +246,23 @@ def tradeoff_series(summaries: list[Summary]) -> dict[str, Any]:
     return {"series": series, "xscale": "log" if log_x else "linear"}
 
 
+def draw_series(ax, series: list[dict[str, Any]], fontsize: int = 8) -> None:
+    """Draw :func:`tradeoff_series` lines on a matplotlib axis: error bars, each point's α."""
+    for s in series:
+        ax.errorbar(
+            s["perplexity"],
+            s["accuracy"],
+            yerr=s["accuracy_std"],
+            marker="o",
+            capsize=3,
+            label=s["method"],
+        )
+        for x, y, a in zip(s["perplexity"], s["accuracy"], s["alpha"], strict=True):
+            ax.annotate(
+                f"α={a:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=fontsize
+            )
+
+
 def _plot(content: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -254,19 +271,7 @@ def _plot(content: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     try:
-        for s in content["series"]:
-            ax.errorbar(
-                s["perplexity"],
-                s["accuracy"],
-                yerr=s["accuracy_std"],
-                marker="o",
-                capsize=3,
-                label=s["method"],
-            )
-            for x, y, a in zip(s["perplexity"], s["accuracy"], s["alpha"], strict=True):
-                ax.annotate(
-                    f"α={a:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
-                )
+        draw_series(ax, content["series"])
         ax.set_xscale(content["xscale"])
         ax.set_xlabel("prompt perplexity (lower reads better)")
         ax.set_ylabel("test accuracy (mean over split seeds)")

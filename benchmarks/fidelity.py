@@ -1,0 +1,1072 @@
+"""Do the methods behave as their papers say? Each claim checked with error bars over split seeds.
+
+Runs, offline, with the project's own model ``builtin:yelp-small`` as the RL policy's LM, the
+target and the agent of ``appo``/``search``, on the few-shot splits of SST-2, MR and CR
+(``../shared/data/fsc``) and on the demo reviews that ship with the package:
+
+* the manual prompts ``It was``, ``it was`` and the preset's default (the bare causal template
+  ``{x} {prompt}`` with an empty prompt), the baseline every table starts with;
+* ``rlprompt`` and ``pez`` at perplexity weight α ∈ {0, 0.5, 1, 2} (Patel et al.), ``pin`` at
+  α = 0, ``softprompt`` (with its faithfulness figures), ``search`` and ``appo``;
+* ``task.kind: style_transfer`` rows for ``rlprompt`` and ``pin`` when that task family is
+  registered (reported as "not run: task not available" otherwise; nothing is faked).
+
+Every training run is a cell of ``hardprompts sweep`` (:func:`hardprompts.sweep.run_sweep`, one
+sweep folder per dataset) and is summarised by ``hardprompts report``
+(:func:`hardprompts.report.write_report`, which also draws each dataset's own trade-off plot in
+its sweep folder). Resumable: a finished cell is skipped, an interrupted one resumes from its
+checkpoint, the manual baseline is stored once per dataset; rerun the same command to continue.
+
+It writes ``benchmarks/results/fidelity.md``, ``fidelity.json`` and ``fidelity_tradeoff.png``
+(``--quick``: ``fidelity_quick.*``): per dataset and (method, α) the mean ± sample std over split
+seeds of test accuracy, prompt perplexity, steps and wall time, the prompts; then one line per
+paper claim with the verdict that :func:`verdict` computes from those numbers (the rule is in
+:data:`RULE`, printed in the markdown).
+
+    python benchmarks/fidelity.py --quick                 # small grid, a couple of minutes (CI)
+    nice -n 10 python benchmarks/fidelity.py              # the full grid (hours on 2 CPU cores)
+    python benchmarks/fidelity.py --datasets demo --methods pin,rlprompt   # a subset of the same grid
+    python benchmarks/fidelity.py --report-only           # rewrite the results from finished cells
+
+``--datasets``/``--methods``/``--seeds`` run a subset of the *same* cells (same folders, same
+configs), so a later full command skips them. The results always cover every finished cell and
+list the missing ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BUILTIN = "builtin:yelp-small"
+DEMO = "demo"
+FSC = ("sst-2", "mr", "cr")
+MANUAL_PROMPTS = ("It was", "it was", "")  # "" = the preset's default: the bare template
+SEEDS = ("16-100", "16-13", "16-21")
+
+#: α of the perplexity sweep (Patel et al.) and the methods swept over it; the others run at α=0.
+ALPHAS = (0.0, 0.5, 1.0, 2.0)
+ALPHA_METHODS = ("rlprompt", "pez")
+SINGLE_METHODS = ("pin", "softprompt", "search", "appo")
+METHODS = ALPHA_METHODS + SINGLE_METHODS
+#: Style transfer (RLPrompt §4, PIN): both directions, for these methods, once the task exists.
+STYLE_METHODS = ("rlprompt", "pin")
+STYLE_DIRECTIONS = ("negative→positive", "positive→negative")
+
+#: Verdict rule constants (see RULE).
+Z = 2.0  # a difference is clear when it exceeds Z standard errors
+DELTA = 0.02  # accuracies within this of each other (absolute) count as similar
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One benchmark grid: which cells exist and how long each method trains."""
+
+    name: str
+    datasets: tuple[str, ...]
+    seeds: tuple[str, ...]
+    alphas: tuple[float, ...]
+    alpha_methods: tuple[str, ...]
+    single_methods: tuple[str, ...]
+    steps: dict[str, int]
+    evals: int  # dev evaluations per run (eval_every = steps // evals)
+
+
+FULL = Grid(
+    name="full",
+    datasets=(DEMO, *FSC),
+    seeds=SEEDS,
+    alphas=ALPHAS,
+    alpha_methods=ALPHA_METHODS,
+    single_methods=SINGLE_METHODS,
+    # RL: the demo's 300 steps (PIN's paper: 6,000, RLPrompt's 12,000); PEZ and soft prompt the
+    # same number of updates; search draws 50 x 4 = 200 prompts (configs/sst2_search.yaml);
+    # APPO 50 PPO steps of 4 prompts.
+    steps={"rlprompt": 300, "pin": 300, "pez": 300, "softprompt": 300, "search": 50, "appo": 50},
+    evals=10,
+)
+QUICK = Grid(
+    name="quick",
+    datasets=(DEMO,),
+    seeds=SEEDS[:2],
+    alphas=(0.0, 2.0),
+    alpha_methods=ALPHA_METHODS,
+    single_methods=SINGLE_METHODS,
+    steps={"rlprompt": 12, "pin": 12, "pez": 12, "softprompt": 12, "search": 3, "appo": 3},
+    evals=2,
+)
+
+#: Settings every cell of a method gets (the rest are the method's paper defaults, see
+#: ``hardprompts config --fields``). Chosen before any result was seen; not tuned on the results.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    # The demo's choice: start the RL head from the frozen LM's own distribution (short runs).
+    "rlprompt": {"algorithm.residual_head": True},
+    "pin": {"algorithm.residual_head": True},
+    # 5 prompt tokens like the RL methods (PEZ's LM setting: 10), so perplexities compare.
+    "pez": {"algorithm.prompt_length": 5},
+    "softprompt": {"algorithm.prompt_length": 5},
+    # The built-in model as agent: short demonstrations, one line of at most 12 tokens.
+    "search": {
+        "algorithm.num_demos": 3,
+        "algorithm.demo_max_tokens": 40,
+        "algorithm.max_prompt_tokens": 12,
+        "algorithm.reward_batch_size": None,
+        "algorithm.select_top": 10,
+    },
+    "appo": {
+        "algorithm.num_demos": 3,
+        "algorithm.demo_max_tokens": 40,
+        "algorithm.max_prompt_tokens": 12,
+    },
+}
+
+RULE = (
+    f"Each comparison uses the per-seed values of two cells (test accuracy; log prompt "
+    f"perplexity, i.e. the geometric mean; wall seconds for cost). d = mean(A) − mean(B), "
+    f"SE = sqrt(s_A²/n_A + s_B²/n_B) with sample std s over split seeds (a manual prompt has "
+    f"no training, one value, s = 0). A is *clearly lower* than B when d < −{Z:g}·SE and "
+    f"*clearly higher* when d > {Z:g}·SE; otherwise the difference is within noise. Two "
+    f"accuracies are *similar* when |d| ≤ {DELTA} and not clearly different, and *clearly "
+    f"different* when they are clearly apart by more than {DELTA}. A claim is a conjunction of "
+    f"such parts: **reproduced** when every part holds, **not reproduced** when any part is "
+    f"contradicted by a clear difference the other way, **inconclusive** otherwise (within "
+    f"noise, or a cell with fewer than 2 seeds). With 3 seeds this is a coarse test (about a "
+    f"two-sided 90% level for Welch's t at 4 degrees of freedom): 'inconclusive' means the "
+    f"benchmark cannot tell, not that the claim is false."
+)
+
+
+# ------------------------------------------------------------------------------- the verdicts
+
+
+@dataclass(frozen=True)
+class Part:
+    """One comparison of a claim: 'holds', 'contradicted' or 'undecided', with its numbers."""
+
+    text: str
+    outcome: str
+    detail: str
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float, int]:
+    mean = statistics.fmean(values)
+    var = statistics.variance(values) if len(values) > 1 else 0.0
+    return mean, var, len(values)
+
+
+def _diff(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    ma, va, na = _stats(a)
+    mb, vb, nb = _stats(b)
+    return ma - mb, math.sqrt(va / na + vb / nb)
+
+
+def _enough(*samples: tuple[Sequence[float], bool]) -> str | None:
+    """None when every trained sample has >= 2 seeds, else why not."""
+    for values, constant in samples:
+        if not values:
+            return "a cell has no finished run"
+        if not constant and len(values) < 2:
+            return "a cell has fewer than 2 seeds"
+    return None
+
+
+def _compare(a, b, b_constant: bool, fmt: str) -> tuple[str | None, float, float, str]:
+    """(why no verdict or None, d, SE, "d = … (SE …)") of samples a and b."""
+    short = _enough((a, False), (b, b_constant))
+    if short:
+        return short, math.nan, math.nan, ""
+    d, se = _diff(a, b)
+    return None, d, se, f"d = {d:+{fmt}} (SE {se:{fmt}})"
+
+
+def lower(
+    name: str, a: Sequence[float], b: Sequence[float], *, b_constant: bool = False, fmt=".3f"
+) -> Part:
+    """The claim part 'A is lower than B' (directional)."""
+    short, d, se, detail = _compare(a, b, b_constant, fmt)
+    if short:
+        return Part(name, "undecided", short)
+    if d < -Z * se:
+        return Part(name, "holds", detail)
+    if d > Z * se:
+        return Part(name, "contradicted", detail)
+    return Part(name, "undecided", detail + ", within noise")
+
+
+def not_higher(name: str, a: Sequence[float], b: Sequence[float], fmt=".3f") -> Part:
+    """'A is not higher than B' (falls or holds): holds unless A is clearly higher."""
+    short, d, se, detail = _compare(a, b, False, fmt)
+    if short:
+        return Part(name, "undecided", short)
+    return Part(name, "contradicted" if d > Z * se else "holds", detail)
+
+
+def similar(name: str, a: Sequence[float], b: Sequence[float], fmt=".3f") -> Part:
+    """'A and B are similar' (two-sided, accuracies): |d| <= DELTA and within noise."""
+    short, d, se, detail = _compare(a, b, False, fmt)
+    if short:
+        return Part(name, "undecided", short)
+    if abs(d) <= DELTA and abs(d) <= Z * se:
+        return Part(name, "holds", detail)
+    if abs(d) > DELTA and abs(d) > Z * se:
+        return Part(name, "contradicted", detail)
+    return Part(name, "undecided", detail)
+
+
+def negate(part: Part, text: str) -> Part:
+    """The opposite claim part (e.g. 'not similar' from 'similar')."""
+    flip = {"holds": "contradicted", "contradicted": "holds", "undecided": "undecided"}
+    return Part(text, flip[part.outcome], part.detail)
+
+
+def verdict(parts: Sequence[Part]) -> str:
+    """reproduced / not reproduced / inconclusive of a claim made of ``parts`` (see RULE)."""
+    outcomes = [p.outcome for p in parts]
+    if not outcomes:
+        return "inconclusive"
+    if "contradicted" in outcomes:
+        return "not reproduced"
+    if all(o == "holds" for o in outcomes):
+        return "reproduced"
+    return "inconclusive"
+
+
+def _log(values: Sequence[float]) -> list[float]:
+    return [math.log(v) for v in values]
+
+
+def claims(dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict | None) -> list:
+    """Every paper claim checkable on one dataset, from its per-seed results.
+
+    ``runs[(method, α)]`` is the list of result.json dicts of the finished seeds; ``manual`` the
+    stored manual-prompt accuracies (``{"results": [{"prompt", "test_accuracy"}]}``).
+    """
+
+    def vals(method: str, alpha: float, key: str) -> list[float]:
+        out = []
+        for r in runs.get((method, alpha), []):
+            v = r.get(key)
+            if isinstance(v, int | float) and math.isfinite(v):
+                out.append(float(v))
+        return out
+
+    def soft(key: str) -> list[float]:
+        out = []
+        for r in runs.get(("softprompt", 0.0), []):
+            test = (r.get("soft_prompt") or {}).get("test") or {}
+            if isinstance(test.get(key), int | float):
+                out.append(float(test[key]))
+        return out
+
+    lines = []
+
+    def add(claim: str, source: str, parts: list[Part]) -> None:
+        lines.append(
+            {
+                "dataset": dataset,
+                "claim": claim,
+                "source": source,
+                "verdict": verdict(parts),
+                "parts": [p.__dict__ for p in parts],
+            }
+        )
+
+    acc, ppl = "test_accuracy", "prompt_perplexity"
+    add(
+        "PIN's prompts are more readable (lower perplexity) than RLPrompt's at similar accuracy",
+        "Choi et al. 2024",
+        [
+            lower(
+                "PIN log-perplexity below RLPrompt's (α=0)",
+                _log(vals("pin", 0.0, ppl)),
+                _log(vals("rlprompt", 0.0, ppl)),
+            ),
+            similar(
+                "PIN and RLPrompt test accuracy similar",
+                vals("pin", 0.0, acc),
+                vals("rlprompt", 0.0, acc),
+            ),
+        ],
+    )
+    for method in ALPHA_METHODS:
+        alphas = sorted(a for (m, a) in runs if m == method and a > 0)
+        top = alphas[-1] if alphas else max(ALPHAS)
+        add(
+            f"Perplexity regularisation trades accuracy for readability ({method}, α=0 vs "
+            f"α={top:g}): perplexity falls, accuracy falls or holds",
+            "Patel et al. 2025",
+            [
+                lower(
+                    f"log-perplexity at α={top:g} below α=0",
+                    _log(vals(method, top, ppl)),
+                    _log(vals(method, 0.0, ppl)),
+                ),
+                not_higher(
+                    f"test accuracy at α={top:g} not above α=0",
+                    vals(method, top, acc),
+                    vals(method, 0.0, acc),
+                ),
+            ],
+        )
+    add(
+        "Sample-and-select matches APPO on classification at lower cost",
+        "StablePrompt audit (METHODS.md 7)",
+        [
+            similar(
+                "search and APPO test accuracy similar",
+                vals("search", 0.0, acc),
+                vals("appo", 0.0, acc),
+            ),
+            lower(
+                "search wall time below APPO's",
+                vals("search", 0.0, "wall_seconds"),
+                vals("appo", 0.0, "wall_seconds"),
+                fmt=".1f",
+            ),
+        ],
+    )
+    manual_accs = [
+        r["test_accuracy"]
+        for r in (manual or {}).get("results", [])
+        if isinstance(r.get("test_accuracy"), int | float)
+    ]
+    for method in ("rlprompt", "pin", "pez", "softprompt", "search", "appo"):
+        name = "tuned accuracy above the best manual one"
+        if manual_accs:
+            # the manual prompt is not trained: one value, the same for every split seed
+            below = lower(name, vals(method, 0.0, acc), [max(manual_accs)], b_constant=True)
+            part = negate(below, name)
+        else:
+            part = Part(name, "undecided", "the manual baseline was not run")
+        add(
+            f"Tuned prompts ({method}, α=0) beat the best manual prompt",
+            "RLPrompt, PIN, PEZ, StablePrompt",
+            [part],
+        )
+    add(
+        "A soft prompt's nearest-token projection is not faithful to it (the projection's "
+        "accuracy differs from the soft prompt's)",
+        "Patel et al. 2025",
+        [
+            negate(
+                similar(
+                    "soft vs projected test accuracy",
+                    soft("soft_accuracy"),
+                    soft("projected_accuracy"),
+                ),
+                "soft and projected test accuracy not similar",
+            )
+        ],
+    )
+    return lines
+
+
+# ------------------------------------------------------------------------------- the grid
+
+
+def default_data_dir() -> Path:
+    """$HARDPROMPTS_DATA_DIR, else ../shared/data/fsc beside the repository."""
+    return Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data" / "fsc"))
+
+
+def demo_splits(folder: Path, seeds: Sequence[str]) -> Path:
+    """The demo reviews re-split per split seed: ``folder/<seed>/{train,dev}.tsv``, ``test.tsv``.
+
+    The shipped demo set has one train/dev split (16 + 16 per class) and 200 test reviews. For
+    error bars over split seeds, as for the few-shot presets, the 64 train + dev reviews are
+    pooled and re-drawn per seed (per class, half to train, half to dev, shuffled with
+    ``random.Random("demo/<seed>")``); test stays the shipped one. Written once, atomically.
+    """
+    from hardprompts.checkpoint import atomic_write_text
+    from hardprompts.demo import DEMO_DATA
+
+    def rows(name: str) -> list[list[str]]:
+        with open(DEMO_DATA / name, encoding="utf-8", newline="") as f:
+            return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+    def tsv(header: list[str], body: list[list[str]]) -> str:
+        return "".join("\t".join(r) + "\n" for r in [header, *body])
+
+    train, dev, test = rows("train.tsv"), rows("dev.tsv"), rows("test.tsv")
+    header, pool = train[0], train[1:] + dev[1:]
+    if not (folder / "test.tsv").exists():
+        atomic_write_text(folder / "test.tsv", tsv(test[0], test[1:]))
+    for seed in seeds:
+        if (folder / seed / "dev.tsv").exists():
+            continue
+        rng = random.Random(f"demo/{seed}")
+        new_train, new_dev = [], []
+        for label in sorted({r[1] for r in pool}):
+            group = [r for r in pool if r[1] == label]
+            rng.shuffle(group)
+            half = len(group) // 2
+            new_train += group[:half]
+            new_dev += group[half:]
+        rng.shuffle(new_train)
+        rng.shuffle(new_dev)
+        atomic_write_text(folder / seed / "train.tsv", tsv(header, new_train))
+        atomic_write_text(folder / seed / "dev.tsv", tsv(header, new_dev))
+    return folder
+
+
+def base_config(dataset: str, work: Path, data_dir: Path, seeds: Sequence[str]) -> dict[str, Any]:
+    """The config every cell of ``dataset`` starts from (the sweep sets method, α, split seed)."""
+    if dataset == DEMO:
+        task = {
+            "dataset": str(demo_splits(work / "data" / "demo-reviews", seeds)),
+            "template": "{x} {prompt}",
+            "verbalizers": [" terrible", " great"],
+        }
+    else:  # the preset's causal template "{x} {prompt}" and " terrible" / " great"
+        task = {"dataset": dataset, "data_dir": str(data_dir)}
+    return {
+        "task": task,
+        "target": {"model": BUILTIN, "kind": "causal"},
+        # policy.model: the RL policy's frozen LM (and, from issue 12 on, the agent of appo/search)
+        "policy": {"model": BUILTIN, "prompt_length": 5},
+        "train": {"seed": 0},
+    }
+
+
+def _agent_field() -> str | None:
+    """The algorithm field naming the agent LM, where it is not policy.model (before issue 12)."""
+    from hardprompts.agent import AgentConfig
+
+    field = AgentConfig.model_fields.get("agent_model")
+    if field is None or field.deprecated or "deprecat" in (field.description or "").lower():
+        return None
+    return "algorithm.agent_model"
+
+
+def _algorithm_fields(method: str) -> dict[str, Any]:
+    from hardprompts.config import _ALGORITHMS, algorithm_names
+
+    algorithm_names()  # imports every built-in algorithm
+    return _ALGORITHMS[method].model_fields
+
+
+def method_overrides(grid: Grid, methods: Sequence[str]) -> dict[str, list[str]]:
+    """Per-method ``KEY=VALUE`` overrides of the sweep: steps, dev evaluations, METHOD_SETTINGS."""
+    out = {}
+    for method in methods:
+        steps = grid.steps[method]
+        settings = {
+            "train.steps": steps,
+            "train.eval_every": max(1, steps // grid.evals),
+            "train.checkpoint_every": max(1, steps // 4),
+            **METHOD_SETTINGS.get(method, {}),
+        }
+        fields = _algorithm_fields(method)
+        if method == "pin" and "replay_batch_size" in fields:
+            settings["algorithm.replay_batch_size"] = 64  # the demo's (PIN: 256 prompts)
+        if "lr_warmup_steps" in fields:  # PEZ: 500 of 5,000 steps; the same tenth here
+            settings["algorithm.lr_warmup_steps"] = max(1, steps // 10)
+        if method in ("search", "appo") and _agent_field():
+            settings[_agent_field()] = BUILTIN
+        out[method] = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
+    return out
+
+
+def style_transfer_available() -> bool:
+    """Whether ``task.kind: style_transfer`` is a registered task family."""
+    from hardprompts import config as cfg
+
+    return "style_transfer" in cfg._TASKS or "style_transfer" in cfg.BUILTIN_PLUGINS["task"]
+
+
+def cells_of(grid: Grid, methods: Sequence[str], seeds: Sequence[str]) -> list[tuple]:
+    """(method, α, seed) of every training cell, in the order they run."""
+    out = []
+    for method in methods:
+        alphas = grid.alphas if method in grid.alpha_methods else (0.0,)
+        out += [(method, a, s) for a in alphas for s in seeds]
+    return out
+
+
+# ------------------------------------------------------------------------------- running
+
+
+def run_manual(root: Path, base: dict[str, Any], seed: str) -> dict[str, Any]:
+    """Test accuracy of the manual prompts (stored in root/manual.json, computed once)."""
+    from hardprompts.checkpoint import atomic_write_json
+    from hardprompts.config import config_from_dict
+    from hardprompts.tasks import build_task
+
+    path = root / "manual.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(json.dumps(base))
+    data["task"]["split_seed"] = seed  # the test split is the same for every split seed
+    data["out_dir"] = str(root / "manual")
+    task = build_task(config_from_dict(data, "fidelity manual baseline"))
+    started = time.perf_counter()
+    results = task.evaluate(list(MANUAL_PROMPTS), "test")
+    manual = {
+        "results": [
+            {
+                "prompt": r.prompt,
+                "label": repr(r.prompt) if r.prompt else "(preset default: bare template)",
+                "test_accuracy": r.metrics["accuracy"],
+                "n": r.metrics["n"],
+            }
+            for r in results
+        ],
+        "seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(path, manual)
+    return manual
+
+
+def run_dataset(
+    grid: Grid,
+    dataset: str,
+    work: Path,
+    data_dir: Path,
+    methods: Sequence[str],
+    alphas: Sequence[float],
+    seeds: Sequence[str],
+    show_progress: bool,
+) -> None:
+    """Every cell of one dataset (finished ones skipped), then `hardprompts report` on it."""
+    from hardprompts.report import write_report
+    from hardprompts.sweep import run_sweep
+
+    root = work / dataset
+    base = base_config(dataset, work, data_dir, grid.seeds)
+    run_manual(root, base, grid.seeds[0])
+
+    def announce(cell, status: str) -> None:
+        print(f"[fidelity] {status:>8} {cell.out_dir}", flush=True)
+
+    alpha_methods = [m for m in methods if m in grid.alpha_methods]
+    single = [m for m in methods if m in grid.single_methods]
+    for group, group_alphas in ((alpha_methods, alphas), (single, (0.0,))):
+        if group:
+            run_sweep(
+                base,
+                group,
+                list(group_alphas),
+                list(seeds),
+                root,
+                method_overrides(grid, group),
+                show_progress=show_progress,
+                on_cell=announce,
+            )
+    write_report(root)
+
+
+# ------------------------------------------------------------------------------- results
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+
+
+def summarise_dataset(grid: Grid, dataset: str, work: Path) -> dict[str, Any]:
+    """The finished cells of one dataset: per (method, α) mean ± std over seeds; missing cells."""
+    root = work / dataset
+    manual_path = root / "manual.json"
+    manual = json.loads(manual_path.read_text(encoding="utf-8")) if manual_path.exists() else None
+    runs: dict[tuple[str, float], list[dict]] = {}
+    missing = []
+    for method, alpha, seed in cells_of(grid, grid.alpha_methods + grid.single_methods, grid.seeds):
+        from hardprompts.sweep import cell_dir
+
+        path = cell_dir(root, method, alpha, seed) / "result.json"
+        if path.exists():
+            result = json.loads(path.read_text(encoding="utf-8"))
+            result["_seed"] = seed
+            runs.setdefault((method, alpha), []).append(result)
+        else:
+            missing.append(f"{dataset} {method} α={alpha:g} seed={seed}")
+    rows = []
+    for (method, alpha), results in sorted(
+        runs.items(), key=lambda kv: (METHODS.index(kv[0][0]), kv[0][1])
+    ):
+        row: dict[str, Any] = {
+            "method": method,
+            "alpha": alpha,
+            "n_seeds": len(results),
+            "seeds": [r["_seed"] for r in results],
+        }
+        for key in ("test_accuracy", "prompt_perplexity", "steps", "wall_seconds"):
+            mean, std = _mean_std(_finite(r.get(key) for r in results))
+            row[f"{key}_mean"], row[f"{key}_std"] = mean, std
+        row["prompts"] = [r["best_prompt"] for r in results]
+        row["tokens"] = [r.get("tokens") for r in results]
+        row["perplexity_judge"] = sorted(
+            {str(r.get("perplexity_reference") or r["config"]["policy"]["model"]) for r in results}
+        )
+        if method in ("search", "appo"):
+            for key in ("prompts_sampled", "train_pairs_scored"):
+                row[f"{key}_mean"] = _mean_std(_finite(r.get(key) for r in results))[0]
+        if method == "softprompt":
+            for key in (
+                "soft_accuracy",
+                "projected_accuracy",
+                "label_agreement",
+                "tv_faithfulness",
+            ):
+                values = _finite(
+                    ((r.get("soft_prompt") or {}).get("test") or {}).get(key) for r in results
+                )
+                row[f"faithfulness_{key}_mean"], row[f"faithfulness_{key}_std"] = _mean_std(values)
+        rows.append(row)
+    return {
+        "dataset": dataset,
+        "manual": manual,
+        "rows": rows,
+        "missing": missing,
+        "claims": claims(dataset, runs, manual),
+    }
+
+
+def _pm(mean: float | None, std: float | None, spec: str) -> str:
+    if mean is None:
+        return "–"
+    return format(mean, spec) + ("" if std is None else f" ± {format(std, spec)}")
+
+
+def _md_prompt(text: str) -> str:
+    return ("`" + repr(text).replace("`", "'") + "`").replace("|", "\\|")
+
+
+#: The columns of the markdown table: (header, JSON field(s) of the row); the test checks that
+#: every one of them is in the JSON.
+TABLE_COLUMNS = (
+    ("method", ("method",)),
+    ("α", ("alpha",)),
+    ("seeds", ("n_seeds",)),
+    ("test accuracy", ("test_accuracy_mean", "test_accuracy_std")),
+    ("prompt perplexity", ("prompt_perplexity_mean", "prompt_perplexity_std")),
+    ("steps", ("steps_mean", "steps_std")),
+    ("wall s", ("wall_seconds_mean", "wall_seconds_std")),
+    ("prompts (one per seed)", ("prompts",)),
+)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """fidelity.md from the JSON document (nothing in it is written by hand)."""
+    run = doc["run"]
+    lines = [
+        f"# Fidelity: the papers' claims on `{BUILTIN}` ({doc['grid']['name']} grid)",
+        "",
+        f"Command: `{run['command']}`  ",
+        *([f"Cells run by: {run['provenance']}  "] if run.get("provenance") else []),
+        f"Code: {run['code']}; date: {run['date']}; machine: {run['machine']}; torch threads: {run['threads']}; "
+        f"load average at the end: {run['load_average']}.  ",
+        f"Finished cells: {doc['finished_cells']} of {doc['total_cells']}"
+        + (
+            " (**partial run**: the missing cells are listed below; rerun the same command to "
+            "continue)"
+            if doc["missing"]
+            else ""
+        )
+        + ".",
+        "",
+        doc["label"],
+        "",
+        "Every method uses the built-in model as the RL policy's LM, the target and the agent, the "
+        "causal template `{x} {prompt}` and the label words ` terrible` / ` great`; prompts are "
+        "chosen on dev, test accuracy is of that prompt. Perplexity is of the prompt under the "
+        "built-in model. Wall times are on a shared machine: compare them within this file only.",
+        "",
+        "Settings per method (the rest are the paper defaults): "
+        + "; ".join(
+            f"`{m}`: {doc['grid']['steps'][m]} steps"
+            + "".join(
+                f", `{s}`"
+                for s in doc["grid"]["overrides"].get(m, [])
+                if "steps" not in s and "eval_every" not in s and "checkpoint_every" not in s
+            )
+            for m in doc["grid"]["methods"]
+        )
+        + ".",
+        "",
+        "## Verdicts",
+        "",
+        f"Rule: {RULE}",
+        "",
+    ]
+    for ds in doc["datasets"]:
+        for c in ds["claims"]:
+            parts = "; ".join(f"{p['text']}: {p['outcome']} ({p['detail']})" for p in c["parts"])
+            lines.append(
+                f"- **{c['verdict']}** — {ds['dataset']}: {c['claim']} [{c['source']}]. {parts}."
+            )
+    st = doc["style_transfer"]
+    lines += [
+        "",
+        f"- Style transfer ({', '.join(STYLE_DIRECTIONS)}; "
+        f"{', '.join(STYLE_METHODS)}): {st['status']}.",
+        "",
+    ]
+    for ds in doc["datasets"]:
+        lines += [f"## {ds['dataset']}", ""]
+        if ds["manual"]:
+            lines += ["| manual prompt | test accuracy | n |", "|---|---|---|"]
+            for r in ds["manual"]["results"]:
+                lines.append(f"| {r['label']} | {r['test_accuracy']:.4f} | {r['n']} |")
+            lines.append("")
+        lines += [
+            "| " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |",
+            "|" + "---|" * len(TABLE_COLUMNS),
+        ]
+        for r in ds["rows"]:
+            lines.append(
+                f"| {r['method']} | {r['alpha']:g} | {r['n_seeds']} | "
+                f"{_pm(r['test_accuracy_mean'], r['test_accuracy_std'], '.4f')} | "
+                f"{_pm(r['prompt_perplexity_mean'], r['prompt_perplexity_std'], '.1f')} | "
+                f"{_pm(r['steps_mean'], r['steps_std'], '.0f')} | "
+                f"{_pm(r['wall_seconds_mean'], r['wall_seconds_std'], '.1f')} | "
+                + "<br>".join(_md_prompt(p) for p in r["prompts"])
+                + " |"
+            )
+        soft = [r for r in ds["rows"] if r["method"] == "softprompt"]
+        if soft:
+            r = soft[0]
+            lines += [
+                "",
+                "Soft prompt faithfulness on test (Patel et al.): soft accuracy "
+                f"{_pm(r['faithfulness_soft_accuracy_mean'], r['faithfulness_soft_accuracy_std'], '.4f')}"
+                ", its nearest-token projection "
+                f"{_pm(r['faithfulness_projected_accuracy_mean'], r['faithfulness_projected_accuracy_std'], '.4f')}"
+                ", label agreement "
+                f"{_pm(r['faithfulness_label_agreement_mean'], r['faithfulness_label_agreement_std'], '.3f')}"
+                ", 1 − TV "
+                f"{_pm(r['faithfulness_tv_faithfulness_mean'], r['faithfulness_tv_faithfulness_std'], '.3f')}.",
+            ]
+        agents = [r for r in ds["rows"] if r["method"] in ("search", "appo")]
+        if agents:
+            lines += [
+                "",
+                "Cost of the agent methods (mean per run): "
+                + "; ".join(
+                    f"{r['method']}: {r['prompts_sampled_mean']:.0f} prompts sampled, "
+                    f"{r['train_pairs_scored_mean']:.0f} train pairs scored, "
+                    f"{r['wall_seconds_mean']:.1f} s"
+                    for r in agents
+                    if r["prompts_sampled_mean"] is not None
+                )
+                + ".",
+            ]
+        lines.append("")
+    lines += [
+        "## What this can and cannot show",
+        "",
+        AGENT_NOTE,
+        "",
+        SCOPE_NOTE,
+        "",
+        f"Trade-off plot: [`{doc['plot']}`]({doc['plot']}) (test accuracy against prompt "
+        "perplexity, one line per method through its α points, error bars = std over seeds, "
+        "dashed line = best manual prompt). Each dataset's `hardprompts report` output "
+        "(report.md, report.csv, tradeoff.png) is in its sweep folder under the work directory.",
+        "",
+    ]
+    if doc["missing"]:
+        lines += ["## Cells not finished", ""] + [f"- {m}" for m in doc["missing"]] + [""]
+    return "\n".join(lines)
+
+
+AGENT_NOTE = (
+    "`appo` and `search` use the built-in model as the agent. It is a 5M-parameter language model "
+    "of Yelp review sentences, not an instruction model: given the meta-prompt with "
+    "demonstrations it does not write an instruction, it continues the text with more "
+    "review-like words. So these rows test the code path (sampling, train reward, PPO with the "
+    "anchor, dev selection, cost accounting), and the comparison of the two methods is one of "
+    "two ways to search the space of short review fragments; they say nothing about how either "
+    "method does with the instruction-tuned agents of the paper (configs/sst2_appo.yaml)."
+)
+SCOPE_NOTE = (
+    "A 5M-parameter model trained on Yelp sentences is a weak, narrow target: on SST-2, MR and CR "
+    "a good manual prompt already gets most of what it can do, so there is little room above "
+    "the manual baseline and small differences between methods sit within seed noise; the demo "
+    "reviews (restaurant reviews like its training text) leave more room. Its perplexity judge "
+    "is the same small model, so 'readable' means 'likely as Yelp text'. The runs are far "
+    "shorter than the papers' (hundreds of steps, not thousands). What it can show: that each "
+    "method's code runs the paper's algorithm to a prompt better than chance, the direction of "
+    "effects that are large at this scale (perplexity regularisation, sparse vs Shannon "
+    "exploration), and the cost of each method. What it cannot show: the papers' accuracy "
+    "numbers, which need RoBERTa-large / OPT / Llama-scale models (the shipped configs)."
+)
+
+
+def tradeoff_content(datasets: list[dict]) -> list[dict]:
+    """The plot's series per dataset: per method, (perplexity, accuracy, std) ordered by α."""
+    out = []
+    for ds in datasets:
+        series = []
+        for method in dict.fromkeys(r["method"] for r in ds["rows"]):
+            pts = [
+                r
+                for r in ds["rows"]
+                if r["method"] == method
+                and r["test_accuracy_mean"] is not None
+                and r["prompt_perplexity_mean"] is not None
+            ]
+            if pts:
+                series.append(
+                    {
+                        "method": method,
+                        "alpha": [r["alpha"] for r in pts],
+                        "perplexity": [r["prompt_perplexity_mean"] for r in pts],
+                        "accuracy": [r["test_accuracy_mean"] for r in pts],
+                        "accuracy_std": [r["test_accuracy_std"] or 0.0 for r in pts],
+                    }
+                )
+        manual = [r["test_accuracy"] for r in (ds["manual"] or {}).get("results", [])]
+        out.append(
+            {
+                "dataset": ds["dataset"],
+                "series": series,
+                "best_manual_accuracy": max(manual) if manual else None,
+            }
+        )
+    return out
+
+
+def plot(content: list[dict], path: Path) -> None:
+    """One panel per dataset: test accuracy against prompt perplexity (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hardprompts.report import draw_series
+
+    n = max(1, len(content))
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), dpi=110, squeeze=False)
+    try:
+        for ax, panel in zip(axes[0], content, strict=False):
+            draw_series(ax, panel["series"], fontsize=7)
+            if panel["best_manual_accuracy"] is not None:
+                ax.axhline(
+                    panel["best_manual_accuracy"], ls="--", c="gray", lw=1, label="best manual"
+                )
+            ax.set_xscale("log")
+            ax.set_title(panel["dataset"])
+            ax.set_xlabel("prompt perplexity (log; lower reads better)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy (mean ± std over seeds)")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)  # never a half-written figure
+    finally:
+        plt.close(fig)
+
+
+def label_of(grid: Grid, finished: int, total: int) -> str:
+    if grid is QUICK:
+        return (
+            "**Quick run** (`--quick`: demo reviews only, 2 seeds, α ∈ {0, 2}, a dozen steps per "
+            "method). It checks that the benchmark runs end to end; its numbers are far too short "
+            "to say anything about the papers' claims."
+        )
+    if finished < total:
+        return (
+            f"**Partial run of the full grid**: {finished} of {total} cells finished in the time "
+            "this session had. Verdicts of claims whose cells are missing are 'inconclusive'."
+        )
+    return "**Full run** of the grid, every cell finished, with the committed code."
+
+
+def build_document(grid: Grid, work: Path, plot_name: str, command: str, threads: int) -> dict:
+    """The JSON document (everything the markdown shows)."""
+    datasets = [summarise_dataset(grid, d, work) for d in grid.datasets]
+    total = len(grid.datasets) * len(
+        cells_of(grid, grid.alpha_methods + grid.single_methods, grid.seeds)
+    )
+    missing = [m for ds in datasets for m in ds["missing"]]
+    methods = list(grid.alpha_methods + grid.single_methods)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "label": label_of(grid, total - len(missing), total),
+        "run": {
+            "command": command,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), "
+            f"Python {platform.python_version()}, torch {_torch_version()}",
+            "threads": threads,
+            "code": _git_commit(),
+            "load_average": None if load is None else [round(x, 1) for x in load],
+        },
+        "grid": {
+            "name": grid.name,
+            "datasets": list(grid.datasets),
+            "seeds": list(grid.seeds),
+            "alphas": list(grid.alphas),
+            "alpha_methods": list(grid.alpha_methods),
+            "methods": methods,
+            "steps": grid.steps,
+            "overrides": method_overrides(grid, methods),
+            "manual_prompts": list(MANUAL_PROMPTS),
+        },
+        "rule": RULE,
+        "finished_cells": total - len(missing),
+        "total_cells": total,
+        "missing": missing,
+        "datasets": datasets,
+        "claims": [c for ds in datasets for c in ds["claims"]],
+        "style_transfer": {
+            "methods": list(STYLE_METHODS),
+            "directions": list(STYLE_DIRECTIONS),
+            "status": "not run: the task is registered (issue 9 landed at the end of this session) but its cells are not yet in this benchmark's grid"
+            if style_transfer_available()
+            else "not run: task not available (task.kind style_transfer is not registered)",
+        },
+        "tradeoff": tradeoff_content(datasets),
+        "plot": plot_name,
+        "notes": {"agent": AGENT_NOTE, "scope": SCOPE_NOTE},
+    }
+
+
+def _git_commit() -> str:
+    """The repository's commit (with '+changes' when the work tree differs from it)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def write_results(doc: dict, out: Path, stem: str) -> dict[str, Path]:
+    from hardprompts.checkpoint import atomic_write_json, atomic_write_text
+
+    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": out / doc["plot"]}
+    atomic_write_json(paths["json"], doc)
+    atomic_write_text(paths["md"], markdown(doc))
+    plot(doc["tradeoff"], paths["png"])
+    return paths
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="The small grid (CI, a couple of minutes).")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="Sweep folders (default runs/fidelity-full or runs/fidelity-quick).",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "benchmarks" / "results",
+        help="Where fidelity.md/.json/_tradeoff.png go.",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="The few-shot splits (default $HARDPROMPTS_DATA_DIR or ../shared/data/fsc).",
+    )
+    p.add_argument("--datasets", default=None, help="Run only these datasets (comma-separated).")
+    p.add_argument("--methods", default=None, help="Run only these methods (comma-separated).")
+    p.add_argument(
+        "--alphas", default=None, help="Run only these α of the swept methods (comma-separated)."
+    )
+    p.add_argument("--seeds", default=None, help="Run only these split seeds (comma-separated).")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (stated in the results).")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="Run nothing; rewrite the results from the finished cells.",
+    )
+    p.add_argument(
+        "--provenance",
+        default=None,
+        help="Free text shown under the command (e.g. which subset commands ran the cells).",
+    )
+    p.add_argument("--no-progress", action="store_true", help="No per-cell progress bars.")
+    return p.parse_args(argv)
+
+
+def _subset(text: str | None, full: Sequence[str], what: str) -> list[str]:
+    if text is None:
+        return list(full)
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in items if t not in full]
+    if unknown or not items:
+        raise SystemExit(
+            f"--{what}: {', '.join(unknown) or text!r} not in the grid ({', '.join(full)})"
+        )
+    return [t for t in full if t in items]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    grid = QUICK if args.quick else FULL
+    work = args.work or REPO / "runs" / f"fidelity-{grid.name}"
+    data_dir = args.data_dir or default_data_dir()
+    datasets = _subset(args.datasets, grid.datasets, "datasets")
+    methods = _subset(args.methods, grid.alpha_methods + grid.single_methods, "methods")
+    seeds = _subset(args.seeds, grid.seeds, "seeds")
+    alphas = [float(a) for a in _subset(args.alphas, [f"{a:g}" for a in grid.alphas], "alphas")]
+    if any(d in FSC for d in datasets) and not (data_dir / "sst-2").is_dir():
+        raise SystemExit(f"few-shot splits not found in {data_dir}: pass --data-dir")
+    argv_shown = list(sys.argv[1:] if argv is None else argv)
+    if "--provenance" in argv_shown:  # shown on its own line
+        i = argv_shown.index("--provenance")
+        del argv_shown[i : i + 2]
+    command = " ".join(["python benchmarks/fidelity.py", *argv_shown])
+    if not args.report_only:
+        for dataset in datasets:
+            run_dataset(grid, dataset, work, data_dir, methods, alphas, seeds, not args.no_progress)
+    stem = "fidelity" if grid is FULL else "fidelity_quick"
+    doc = build_document(grid, work, f"{stem}_tradeoff.png", command, args.threads)
+    doc["run"]["provenance"] = args.provenance
+    paths = write_results(doc, args.out, stem)
+    for c in doc["claims"]:
+        print(f"[fidelity] {c['verdict']:>14}  {c['dataset']}: {c['claim']}")
+    print(
+        f"[fidelity] {doc['finished_cells']}/{doc['total_cells']} cells; wrote "
+        + ", ".join(str(p) for p in paths.values())
+    )
+    return paths
+
+
+if __name__ == "__main__":
+    main()
