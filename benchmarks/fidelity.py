@@ -8,8 +8,10 @@ target and the agent of ``appo``/``search``, on the few-shot splits of SST-2, MR
   ``{x} {prompt}`` with an empty prompt), the baseline every table starts with;
 * ``rlprompt`` and ``pez`` at perplexity weight α ∈ {0, 0.5, 1, 2} (Patel et al.), ``pin`` at
   α = 0, ``softprompt`` (with its faithfulness figures), ``search`` and ``appo``;
-* ``task.kind: style_transfer`` rows for ``rlprompt`` and ``pin`` when that task family is
-  registered (reported as "not run: task not available" otherwise; nothing is faked).
+* text style transfer on Yelp (``task.kind: style_transfer``, ``yelp-sentiment``), both
+  directions, for ``rlprompt`` and ``pin``, with the built-in reward models (MiniLM content
+  similarity, the built-in Yelp style classifier), against manual prompts; the seeds of these
+  cells are training seeds (``train.seed``: the Yelp split is fixed).
 
 Every training run is a cell of ``hardprompts sweep`` (:func:`hardprompts.sweep.run_sweep`, one
 sweep folder per dataset) and is summarised by ``hardprompts report``
@@ -19,7 +21,8 @@ checkpoint, the manual baseline is stored once per dataset; rerun the same comma
 
 It writes ``benchmarks/results/fidelity.md``, ``fidelity.json`` and ``fidelity_tradeoff.png``
 (``--quick``: ``fidelity_quick.*``): per dataset and (method, α) the mean ± sample std over split
-seeds of test accuracy, prompt perplexity, steps and wall time, the prompts; then one line per
+seeds of test accuracy (style transfer: test reward, content, style), prompt perplexity, steps and
+wall time, the prompts; then one line per
 paper claim with the verdict that :func:`verdict` computes from those numbers (the rule is in
 :data:`RULE`, printed in the markdown).
 
@@ -63,13 +66,24 @@ ALPHAS = (0.0, 0.5, 1.0, 2.0)
 ALPHA_METHODS = ("rlprompt", "pez")
 SINGLE_METHODS = ("pin", "softprompt", "search", "appo")
 METHODS = ALPHA_METHODS + SINGLE_METHODS
-#: Style transfer (RLPrompt §4, PIN): both directions, for these methods, once the task exists.
+#: Style transfer (RLPrompt §4, PIN §5): both Yelp directions (sweep folder -> target style).
 STYLE_METHODS = ("rlprompt", "pin")
-STYLE_DIRECTIONS = ("negative→positive", "positive→negative")
+STYLE_DATASETS = {"yelp-neg2pos": "positive", "yelp-pos2neg": "negative"}
+STYLE_SEEDS = ("0", "1", "2")  # training seeds (train.seed): yelp-sentiment has one fixed split
+#: Manual style prompts (the first written for the direction), and the null prompt ("").
+STYLE_MANUAL = ("Here is the review rewritten to be {style}:", "")
+#: The built-in reward models (hardprompts demo --task style's): nothing is downloaded.
+STYLE_REWARD = {
+    "content_model": "builtin:minilm",
+    "style_model": "builtin:yelp-style",
+    "fluency_model": "lm:builtin:yelp-small",
+    "perplexity_model": "lm:builtin:yelp-small",
+}
 
 #: Verdict rule constants (see RULE).
 Z = 2.0  # a difference is clear when it exceeds Z standard errors
 DELTA = 0.02  # accuracies within this of each other (absolute) count as similar
+REWARD_DELTA = 2.0  # style-transfer rewards (0-100) within this of each other count as similar
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,10 @@ class Grid:
     single_methods: tuple[str, ...]
     steps: dict[str, int]
     evals: int  # dev evaluations per run (eval_every = steps // evals)
+    style_datasets: tuple[str, ...] = ()  # keys of STYLE_DATASETS
+    style_seeds: tuple[str, ...] = ()
+    style_steps: int = 0
+    style_eval_inputs: int = 100  # test inputs of a style cell (sentiment.test.* has 500)
 
 
 FULL = Grid(
@@ -98,6 +116,11 @@ FULL = Grid(
     # APPO 50 PPO steps of 4 prompts.
     steps={"rlprompt": 300, "pin": 300, "pez": 300, "softprompt": 300, "search": 50, "appo": 50},
     evals=10,
+    # the style demo's sampling (8 outputs x 2 bootstraps per input, 8 at evaluation) and steps
+    style_datasets=tuple(STYLE_DATASETS),
+    style_seeds=STYLE_SEEDS,
+    style_steps=100,
+    style_eval_inputs=100,
 )
 QUICK = Grid(
     name="quick",
@@ -108,6 +131,10 @@ QUICK = Grid(
     single_methods=SINGLE_METHODS,
     steps={"rlprompt": 12, "pin": 12, "pez": 12, "softprompt": 12, "search": 3, "appo": 3},
     evals=2,
+    style_datasets=("yelp-neg2pos",),
+    style_seeds=STYLE_SEEDS[:2],
+    style_steps=3,
+    style_eval_inputs=4,
 )
 
 #: Settings every cell of a method gets (the rest are the method's paper defaults, see
@@ -140,8 +167,9 @@ RULE = (
     f"SE = sqrt(s_A²/n_A + s_B²/n_B) with sample std s over split seeds (a manual prompt has "
     f"no training, one value, s = 0). A is *clearly lower* than B when d < −{Z:g}·SE and "
     f"*clearly higher* when d > {Z:g}·SE; otherwise the difference is within noise. Two "
-    f"accuracies are *similar* when |d| ≤ {DELTA} and not clearly different, and *clearly "
-    f"different* when they are clearly apart by more than {DELTA}. A claim is a conjunction of "
+    f"accuracies are *similar* when |d| ≤ {DELTA} (style-transfer rewards, 0–100: "
+    f"{REWARD_DELTA:g}) and not clearly different, and *clearly different* when they are "
+    f"clearly apart by more than that. A claim is a conjunction of "
     f"such parts: **reproduced** when every part holds, **not reproduced** when any part is "
     f"contradicted by a clear difference the other way, **inconclusive** otherwise (within "
     f"noise, or a cell with fewer than 2 seeds). With 3 seeds this is a coarse test (about a "
@@ -215,14 +243,16 @@ def not_higher(name: str, a: Sequence[float], b: Sequence[float], fmt=".3f") -> 
     return Part(name, "contradicted" if d > Z * se else "holds", detail)
 
 
-def similar(name: str, a: Sequence[float], b: Sequence[float], fmt=".3f") -> Part:
-    """'A and B are similar' (two-sided, accuracies): |d| <= DELTA and within noise."""
+def similar(
+    name: str, a: Sequence[float], b: Sequence[float], fmt=".3f", delta: float = DELTA
+) -> Part:
+    """'A and B are similar' (two-sided): |d| <= delta (accuracies: DELTA) and within noise."""
     short, d, se, detail = _compare(a, b, False, fmt)
     if short:
         return Part(name, "undecided", short)
-    if abs(d) <= DELTA and abs(d) <= Z * se:
+    if abs(d) <= delta and abs(d) <= Z * se:
         return Part(name, "holds", detail)
-    if abs(d) > DELTA and abs(d) > Z * se:
+    if abs(d) > delta and abs(d) > Z * se:
         return Part(name, "contradicted", detail)
     return Part(name, "undecided", detail)
 
@@ -375,6 +405,69 @@ def claims(dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict
     return lines
 
 
+def style_claims(
+    dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict | None
+) -> list[dict]:
+    """The style-transfer claims checkable on one direction, from its per-seed results.
+
+    ``runs[(method, 0.0)]``: result.json dicts of the finished seeds; ``manual``: the stored
+    manual prompts' test metrics (``{"results": [{"prompt", "reward", ...}]}``).
+    """
+
+    def vals(method: str, key: str) -> list[float]:
+        return _finite(r.get(key) for r in runs.get((method, 0.0), []))
+
+    def claim(text: str, source: str, parts: list[Part]) -> dict:
+        return {
+            "dataset": dataset,
+            "claim": text,
+            "source": source,
+            "verdict": verdict(parts),
+            "parts": [p.__dict__ for p in parts],
+        }
+
+    ppl, reward = "prompt_perplexity", "test_reward"
+    lines = [
+        claim(
+            "PIN's style-transfer prompts are more readable (lower perplexity) than RLPrompt's "
+            "at a similar reward",
+            "Choi et al. 2024",
+            [
+                lower(
+                    "PIN log-perplexity below RLPrompt's",
+                    _log(vals("pin", ppl)),
+                    _log(vals("rlprompt", ppl)),
+                ),
+                similar(
+                    "PIN and RLPrompt test reward similar",
+                    vals("pin", reward),
+                    vals("rlprompt", reward),
+                    fmt=".2f",
+                    delta=REWARD_DELTA,
+                ),
+            ],
+        )
+    ]
+    manual_rewards = _finite(r.get("reward") for r in (manual or {}).get("results", []))
+    for method in STYLE_METHODS:
+        name = "tuned test reward above the best manual prompt's"
+        if manual_rewards:
+            below = lower(
+                name, vals(method, reward), [max(manual_rewards)], b_constant=True, fmt=".2f"
+            )
+            part = negate(below, name)
+        else:
+            part = Part(name, "undecided", "the manual baseline was not run")
+        lines.append(
+            claim(
+                f"Tuned style-transfer prompts ({method}) beat the best manual prompt",
+                "RLPrompt §4, PIN",
+                [part],
+            )
+        )
+    return lines
+
+
 # ------------------------------------------------------------------------------- the grid
 
 
@@ -442,6 +535,55 @@ def base_config(dataset: str, work: Path, data_dir: Path, seeds: Sequence[str]) 
     }
 
 
+def default_tst_dir() -> Path:
+    """$HARDPROMPTS_TST_DIR, else ../shared/data/tst beside the repository."""
+    return Path(os.environ.get("HARDPROMPTS_TST_DIR", REPO.parent / "shared" / "data" / "tst"))
+
+
+def style_base_config(grid: Grid, dataset: str, tst_dir: Path) -> dict[str, Any]:
+    """The config every style-transfer cell of ``dataset`` (a key of STYLE_DATASETS) starts from.
+
+    RLPrompt's template, top-k 10, reward and shaping (the task's defaults); the style demo's
+    sampling, sized for a CPU: 8 outputs x 2 bootstraps per input in training, the best of 8 at
+    evaluation, on the first ``grid.style_eval_inputs`` test sentences."""
+    return {
+        "task": {
+            "kind": "style_transfer",
+            "dataset": "yelp-sentiment",
+            "data_dir": str(tst_dir),
+            "target_style": STYLE_DATASETS[dataset],
+            "num_samples": 8,
+            "num_bootstraps": 2,
+            "eval_num_samples": 8,
+            "eval_max_inputs": grid.style_eval_inputs,
+            "lower_outputs": True,
+        },
+        "target": {"model": BUILTIN, "kind": "causal"},
+        "policy": {"model": BUILTIN, "prompt_length": 5},
+        "reward": dict(STYLE_REWARD),
+        "train": {"seed": 0},
+    }
+
+
+def style_overrides(grid: Grid, methods: Sequence[str]) -> dict[str, list[str]]:
+    """Per-method overrides of the style cells: steps, the RL methods' settings, 8 prompts a step
+    (2 inputs x 4 prompts each, RLPrompt's batch), PIN's replay batch of the classification cells."""
+    out = {}
+    steps = grid.style_steps
+    for method in methods:
+        settings = {
+            "train.steps": steps,
+            "train.eval_every": max(1, steps // grid.evals),
+            "train.checkpoint_every": max(1, steps // 4),
+            **METHOD_SETTINGS.get(method, {}),
+            "algorithm.prompts_per_step": 8,
+        }
+        if method == "pin":
+            settings["algorithm.replay_batch_size"] = 64
+        out[method] = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
+    return out
+
+
 def _agent_field() -> str | None:
     """The algorithm field naming the agent LM, where it is not policy.model (before issue 12)."""
     from hardprompts.agent import AgentConfig
@@ -481,11 +623,9 @@ def method_overrides(grid: Grid, methods: Sequence[str]) -> dict[str, list[str]]
     return out
 
 
-def style_transfer_available() -> bool:
-    """Whether ``task.kind: style_transfer`` is a registered task family."""
-    from hardprompts import config as cfg
-
-    return "style_transfer" in cfg._TASKS or "style_transfer" in cfg.BUILTIN_PLUGINS["task"]
+def style_cells(grid: Grid) -> list[tuple]:
+    """(method, α = 0, training seed) of every style-transfer cell of one direction."""
+    return [(m, 0.0, s) for m in STYLE_METHODS for s in grid.style_seeds]
 
 
 def cells_of(grid: Grid, methods: Sequence[str], seeds: Sequence[str]) -> list[tuple]:
@@ -569,7 +709,73 @@ def run_dataset(
     write_report(root)
 
 
+def manual_style_prompts(dataset: str) -> list[str]:
+    return [p.format(style=STYLE_DATASETS[dataset]) for p in STYLE_MANUAL]
+
+
+def run_manual_style(root: Path, base: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """Test metrics of the manual style prompts (root/manual.json, computed once)."""
+    from hardprompts.checkpoint import atomic_write_json
+    from hardprompts.config import config_from_dict
+    from hardprompts.tasks import build_task
+
+    path = root / "manual.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(json.dumps(base))
+    data["out_dir"] = str(root / "manual")
+    task = build_task(config_from_dict(data, "fidelity manual style baseline"))
+    started = time.perf_counter()
+    results = task.evaluate(manual_style_prompts(dataset), "test")
+    manual = {
+        "results": [
+            {
+                "prompt": r.prompt,
+                "label": repr(r.prompt) if r.prompt else "(null prompt)",
+                **{k: r.metrics.get(k) for k in STYLE_METRICS},
+                "n": r.metrics.get("n"),
+            }
+            for r in results
+        ],
+        "seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(path, manual)
+    return manual
+
+
+def run_style_dataset(
+    grid: Grid,
+    dataset: str,
+    work: Path,
+    tst_dir: Path,
+    methods: Sequence[str],
+    show_progress: bool,
+) -> None:
+    """Every style-transfer cell of one direction (seeds = train.seed), then `hardprompts report`."""
+    from hardprompts.report import write_report
+    from hardprompts.sweep import run_sweep
+
+    root = work / dataset
+    base = style_base_config(grid, dataset, tst_dir)
+    run_manual_style(root, base, dataset)
+    run_sweep(
+        base,
+        list(methods),
+        [0.0],
+        list(grid.style_seeds),
+        root,
+        style_overrides(grid, methods),
+        show_progress=show_progress,
+        on_cell=lambda cell, status: print(f"[fidelity] {status:>8} {cell.out_dir}", flush=True),
+        seed_field="train.seed",
+    )
+    write_report(root)
+
+
 # ------------------------------------------------------------------------------- results
+
+#: The test metrics of a style cell (result.json ``test_<metric>``) shown in its table.
+STYLE_METRICS = ("reward", "content", "style", "output_perplexity")
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -641,6 +847,46 @@ def summarise_dataset(grid: Grid, dataset: str, work: Path) -> dict[str, Any]:
     }
 
 
+def summarise_style(grid: Grid, dataset: str, work: Path) -> dict[str, Any]:
+    """The finished style cells of one direction: per method mean ± std over training seeds."""
+    from hardprompts.sweep import cell_dir
+
+    root = work / dataset
+    manual_path = root / "manual.json"
+    manual = json.loads(manual_path.read_text(encoding="utf-8")) if manual_path.exists() else None
+    runs: dict[tuple[str, float], list[dict]] = {}
+    missing = []
+    for method, alpha, seed in style_cells(grid):
+        path = cell_dir(root, method, alpha, seed) / "result.json"
+        if path.exists():
+            result = json.loads(path.read_text(encoding="utf-8"))
+            result["_seed"] = seed
+            runs.setdefault((method, alpha), []).append(result)
+        else:
+            missing.append(f"{dataset} {method} seed={seed}")
+    rows = []
+    for (method, _alpha), results in sorted(runs.items(), key=lambda kv: METHODS.index(kv[0][0])):
+        row: dict[str, Any] = {
+            "method": method,
+            "n_seeds": len(results),
+            "seeds": [r["_seed"] for r in results],
+        }
+        keys = [f"test_{m}" for m in STYLE_METRICS] + ["prompt_perplexity", "steps", "wall_seconds"]
+        for key in keys:
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(_finite(r.get(key) for r in results))
+        row["prompts"] = [r["best_prompt"] for r in results]
+        row["examples"] = [(r.get("test_examples") or [None])[0] for r in results]
+        rows.append(row)
+    return {
+        "dataset": dataset,
+        "target_style": STYLE_DATASETS[dataset],
+        "manual": manual,
+        "rows": rows,
+        "missing": missing,
+        "claims": style_claims(dataset, runs, manual),
+    }
+
+
 def _pm(mean: float | None, std: float | None, spec: str) -> str:
     if mean is None:
         return "–"
@@ -658,6 +904,19 @@ TABLE_COLUMNS = (
     ("α", ("alpha",)),
     ("seeds", ("n_seeds",)),
     ("test accuracy", ("test_accuracy_mean", "test_accuracy_std")),
+    ("prompt perplexity", ("prompt_perplexity_mean", "prompt_perplexity_std")),
+    ("steps", ("steps_mean", "steps_std")),
+    ("wall s", ("wall_seconds_mean", "wall_seconds_std")),
+    ("prompts (one per seed)", ("prompts",)),
+)
+#: The columns of a style-transfer table (rewards, content and style are 0-100).
+STYLE_COLUMNS = (
+    ("method", ("method",)),
+    ("seeds", ("n_seeds",)),
+    ("test reward", ("test_reward_mean", "test_reward_std")),
+    ("content", ("test_content_mean", "test_content_std")),
+    ("style %", ("test_style_mean", "test_style_std")),
+    ("output perplexity", ("test_output_perplexity_mean", "test_output_perplexity_std")),
     ("prompt perplexity", ("prompt_perplexity_mean", "prompt_perplexity_std")),
     ("steps", ("steps_mean", "steps_std")),
     ("wall s", ("wall_seconds_mean", "wall_seconds_std")),
@@ -708,19 +967,13 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Rule: {RULE}",
         "",
     ]
-    for ds in doc["datasets"]:
+    for ds in doc["datasets"] + doc["style"]:
         for c in ds["claims"]:
             parts = "; ".join(f"{p['text']}: {p['outcome']} ({p['detail']})" for p in c["parts"])
             lines.append(
                 f"- **{c['verdict']}** — {ds['dataset']}: {c['claim']} [{c['source']}]. {parts}."
             )
-    st = doc["style_transfer"]
-    lines += [
-        "",
-        f"- Style transfer ({', '.join(STYLE_DIRECTIONS)}; "
-        f"{', '.join(STYLE_METHODS)}): {st['status']}.",
-        "",
-    ]
+    lines.append("")
     for ds in doc["datasets"]:
         lines += [f"## {ds['dataset']}", ""]
         if ds["manual"]:
@@ -771,6 +1024,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 + ".",
             ]
         lines.append("")
+    lines += style_markdown(doc)
     lines += [
         "## What this can and cannot show",
         "",
@@ -778,6 +1032,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         SCOPE_NOTE,
         "",
+        *([STYLE_NOTE, ""] if doc["style"] else []),
         f"Trade-off plot: [`{doc['plot']}`]({doc['plot']}) (test accuracy against prompt "
         "perplexity, one line per method through its α points, error bars = std over seeds, "
         "dashed line = best manual prompt). Each dataset's `hardprompts report` output "
@@ -788,6 +1043,95 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["## Cells not finished", ""] + [f"- {m}" for m in doc["missing"]] + [""]
     return "\n".join(lines)
 
+
+def style_markdown(doc: dict[str, Any]) -> list[str]:
+    """The style-transfer sections of fidelity.md."""
+    if not doc["style"]:
+        return []
+    g = doc["grid"]
+    lines = [
+        "## Style transfer (Yelp sentiment)",
+        "",
+        "`task.kind: style_transfer`, `yelp-sentiment`; the built-in model writes the rewrite "
+        "(target) and is the RL policy's LM; rewards from the built-in MiniLM content "
+        "similarity and the built-in Yelp style classifier (`builtin:yelp-style`, 95.3% on "
+        "sentiment.test), the same models in training and evaluation. Reward = (content + "
+        "style) / 2 of the best of "
+        f"{g['style_sampling']['eval_num_samples']} sampled outputs per input, on the first "
+        f"{g['style_eval_inputs']} test sentences; content and style are 0–100 (style = % of "
+        "outputs the classifier puts in the target style). Output perplexity is under the "
+        f"built-in model. Seeds are training seeds ({', '.join(g['style_seeds'])}: the Yelp "
+        f"split is fixed). {g['style_steps']} steps per cell; overrides: "
+        + "; ".join(
+            f"`{m}`: "
+            + ", ".join(
+                f"`{o}`"
+                for o in ov
+                if "steps" not in o and "eval_every" not in o and "checkpoint_every" not in o
+            )
+            for m, ov in g["style_overrides"].items()
+        )
+        + ".",
+        "",
+    ]
+    for ds in doc["style"]:
+        lines += [f"### {ds['dataset']} (to {ds['target_style']})", ""]
+        if ds["manual"]:
+            lines += [
+                "| manual prompt | test reward | content | style % | output perplexity | n |",
+                "|---|---|---|---|---|---|",
+            ]
+            for r in ds["manual"]["results"]:
+                lines.append(
+                    f"| {r['label']} | {_pm(r['reward'], None, '.2f')} | "
+                    f"{_pm(r['content'], None, '.2f')} | {_pm(r['style'], None, '.1f')} | "
+                    f"{_pm(r['output_perplexity'], None, '.1f')} | {r['n']} |"
+                )
+            lines.append("")
+        lines += [
+            "| " + " | ".join(h for h, _ in STYLE_COLUMNS) + " |",
+            "|" + "---|" * len(STYLE_COLUMNS),
+        ]
+        for r in ds["rows"]:
+            lines.append(
+                f"| {r['method']} | {r['n_seeds']} | "
+                f"{_pm(r['test_reward_mean'], r['test_reward_std'], '.2f')} | "
+                f"{_pm(r['test_content_mean'], r['test_content_std'], '.2f')} | "
+                f"{_pm(r['test_style_mean'], r['test_style_std'], '.1f')} | "
+                f"{_pm(r['test_output_perplexity_mean'], r['test_output_perplexity_std'], '.1f')} | "
+                f"{_pm(r['prompt_perplexity_mean'], r['prompt_perplexity_std'], '.1f')} | "
+                f"{_pm(r['steps_mean'], r['steps_std'], '.0f')} | "
+                f"{_pm(r['wall_seconds_mean'], r['wall_seconds_std'], '.1f')} | "
+                + "<br>".join(_md_prompt(p) for p in r["prompts"])
+                + " |"
+            )
+        examples = [
+            (r["method"], e) for r in ds["rows"] for e in r["examples"][:1] if e is not None
+        ]
+        if examples:
+            lines += ["", "First test input and the selected output (first seed):"]
+            lines += [
+                f"- {m}: {_md_prompt(e['input'])} → {_md_prompt(e['output'])}"
+                for m, e in examples
+            ]
+        lines.append("")
+    return lines
+
+
+STYLE_NOTE = (
+    "Style transfer here: the built-in model was trained on single Yelp sentences, not on "
+    "rewriting, and does not copy its input: after RLPrompt's template its outputs are short "
+    "fragments, most often a lone '!' (which the classifier reads as positive) or '.' "
+    "(negative), and they depend little on the prompt five tokens to the left. So content "
+    "similarity stays low for every prompt, the reward moves with how often '!' or '.' is "
+    "sampled, and the prompts have little room to matter. The classifier that gives the training reward also "
+    "judges the test outputs (RLPrompt's separate evaluation classifier is not published), so "
+    "a prompt can learn what that classifier likes. What the rows can show: that rlprompt and "
+    "pin run the style-transfer pipeline (sampling, bootstrap reward, per-input z-score, "
+    "shaping) to a prompt that moves the outputs toward the target style, and how readable "
+    "their prompts are; not RLPrompt's or PIN's numbers, which need GPT-2-xl / OPT-scale "
+    "generators and the RoBERTa-large scorers (configs/yelp_*_style.yaml)."
+)
 
 AGENT_NOTE = (
     "`appo` and `search` use the built-in model as the agent. It is a 5M-parameter language model "
@@ -812,35 +1156,39 @@ SCOPE_NOTE = (
 )
 
 
-def tradeoff_content(datasets: list[dict]) -> list[dict]:
-    """The plot's series per dataset: per method, (perplexity, accuracy, std) ordered by α."""
+def tradeoff_content(datasets: list[dict], style: Sequence[dict] = ()) -> list[dict]:
+    """The plot's panels: per dataset, per method (perplexity, test score, std) ordered by α;
+    the score is test accuracy (classification) or the test reward (style transfer)."""
     out = []
-    for ds in datasets:
+    panels = [(ds, "accuracy", "test_accuracy", "test_accuracy") for ds in datasets]
+    panels += [(ds, "reward", "test_reward", "reward") for ds in style]
+    for ds, score, key, manual_key in panels:
         series = []
         for method in dict.fromkeys(r["method"] for r in ds["rows"]):
             pts = [
                 r
                 for r in ds["rows"]
                 if r["method"] == method
-                and r["test_accuracy_mean"] is not None
+                and r[f"{key}_mean"] is not None
                 and r["prompt_perplexity_mean"] is not None
             ]
             if pts:
                 series.append(
                     {
                         "method": method,
-                        "alpha": [r["alpha"] for r in pts],
+                        "alpha": [r.get("alpha", 0.0) for r in pts],
                         "perplexity": [r["prompt_perplexity_mean"] for r in pts],
-                        "accuracy": [r["test_accuracy_mean"] for r in pts],
-                        "accuracy_std": [r["test_accuracy_std"] or 0.0 for r in pts],
+                        "score": [r[f"{key}_mean"] for r in pts],
+                        "score_std": [r[f"{key}_std"] or 0.0 for r in pts],
                     }
                 )
-        manual = [r["test_accuracy"] for r in (ds["manual"] or {}).get("results", [])]
+        manual = _finite(r.get(manual_key) for r in (ds["manual"] or {}).get("results", []))
         out.append(
             {
                 "dataset": ds["dataset"],
+                "score": score,
                 "series": series,
-                "best_manual_accuracy": max(manual) if manual else None,
+                "best_manual": max(manual) if manual else None,
             }
         )
     return out
@@ -860,16 +1208,14 @@ def plot(content: list[dict], path: Path) -> None:
     try:
         for ax, panel in zip(axes[0], content, strict=False):
             draw_series(ax, panel["series"], fontsize=7)
-            if panel["best_manual_accuracy"] is not None:
-                ax.axhline(
-                    panel["best_manual_accuracy"], ls="--", c="gray", lw=1, label="best manual"
-                )
+            if panel["best_manual"] is not None:
+                ax.axhline(panel["best_manual"], ls="--", c="gray", lw=1, label="best manual")
             ax.set_xscale("log")
             ax.set_title(panel["dataset"])
             ax.set_xlabel("prompt perplexity (log; lower reads better)")
+            ax.set_ylabel(f"test {panel['score']} (mean ± std over seeds)")
             ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("test accuracy (mean ± std over seeds)")
-        axes[0][0].legend(fontsize=7)
+            ax.legend(fontsize=7)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -882,8 +1228,8 @@ def plot(content: list[dict], path: Path) -> None:
 def label_of(grid: Grid, finished: int, total: int) -> str:
     if grid is QUICK:
         return (
-            "**Quick run** (`--quick`: demo reviews only, 2 seeds, α ∈ {0, 2}, a dozen steps per "
-            "method). It checks that the benchmark runs end to end; its numbers are far too short "
+            "**Quick run** (`--quick`: demo reviews and Yelp negative→positive only, 2 seeds, "
+            "α ∈ {0, 2}, a dozen steps per method, 3 per style cell). It checks that the benchmark runs end to end; its numbers are far too short "
             "to say anything about the papers' claims."
         )
     if finished < total:
@@ -897,10 +1243,11 @@ def label_of(grid: Grid, finished: int, total: int) -> str:
 def build_document(grid: Grid, work: Path, plot_name: str, command: str, threads: int) -> dict:
     """The JSON document (everything the markdown shows)."""
     datasets = [summarise_dataset(grid, d, work) for d in grid.datasets]
+    style = [summarise_style(grid, d, work) for d in grid.style_datasets]
     total = len(grid.datasets) * len(
         cells_of(grid, grid.alpha_methods + grid.single_methods, grid.seeds)
-    )
-    missing = [m for ds in datasets for m in ds["missing"]]
+    ) + len(grid.style_datasets) * len(style_cells(grid))
+    missing = [m for ds in datasets + style for m in ds["missing"]]
     methods = list(grid.alpha_methods + grid.single_methods)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
@@ -924,23 +1271,34 @@ def build_document(grid: Grid, work: Path, plot_name: str, command: str, threads
             "steps": grid.steps,
             "overrides": method_overrides(grid, methods),
             "manual_prompts": list(MANUAL_PROMPTS),
+            "style_datasets": {d: STYLE_DATASETS[d] for d in grid.style_datasets},
+            "style_methods": list(STYLE_METHODS),
+            "style_seeds": list(grid.style_seeds),
+            "style_steps": grid.style_steps,
+            "style_eval_inputs": grid.style_eval_inputs,
+            "style_sampling": {
+                k: v
+                for k, v in style_base_config(grid, grid.style_datasets[0], Path("."))[
+                    "task"
+                ].items()
+                if k in ("num_samples", "num_bootstraps", "eval_num_samples")
+            }
+            if grid.style_datasets
+            else {},
+            "style_reward": dict(STYLE_REWARD),
+            "style_manual_prompts": list(STYLE_MANUAL),
+            "style_overrides": style_overrides(grid, STYLE_METHODS),
         },
         "rule": RULE,
         "finished_cells": total - len(missing),
         "total_cells": total,
         "missing": missing,
         "datasets": datasets,
-        "claims": [c for ds in datasets for c in ds["claims"]],
-        "style_transfer": {
-            "methods": list(STYLE_METHODS),
-            "directions": list(STYLE_DIRECTIONS),
-            "status": "not run: the task is registered (issue 9 landed at the end of this session) but its cells are not yet in this benchmark's grid"
-            if style_transfer_available()
-            else "not run: task not available (task.kind style_transfer is not registered)",
-        },
-        "tradeoff": tradeoff_content(datasets),
+        "claims": [c for ds in datasets + style for c in ds["claims"]],
+        "style": style,
+        "tradeoff": tradeoff_content(datasets, style),
         "plot": plot_name,
-        "notes": {"agent": AGENT_NOTE, "scope": SCOPE_NOTE},
+        "notes": {"agent": AGENT_NOTE, "scope": SCOPE_NOTE, "style": STYLE_NOTE},
     }
 
 
@@ -1000,12 +1358,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="The few-shot splits (default $HARDPROMPTS_DATA_DIR or ../shared/data/fsc).",
     )
-    p.add_argument("--datasets", default=None, help="Run only these datasets (comma-separated).")
+    p.add_argument(
+        "--tst-dir",
+        type=Path,
+        default=None,
+        help="The style-transfer corpora (default $HARDPROMPTS_TST_DIR or ../shared/data/tst).",
+    )
+    p.add_argument(
+        "--datasets",
+        default=None,
+        help="Run only these datasets (comma-separated; the style directions are yelp-neg2pos "
+        "and yelp-pos2neg).",
+    )
     p.add_argument("--methods", default=None, help="Run only these methods (comma-separated).")
     p.add_argument(
         "--alphas", default=None, help="Run only these α of the swept methods (comma-separated)."
     )
-    p.add_argument("--seeds", default=None, help="Run only these split seeds (comma-separated).")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="Run only these split seeds (comma-separated; the style cells always run all their "
+        "training seeds).",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (stated in the results).")
     p.add_argument(
         "--report-only",
@@ -1041,12 +1415,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     grid = QUICK if args.quick else FULL
     work = args.work or REPO / "runs" / f"fidelity-{grid.name}"
     data_dir = args.data_dir or default_data_dir()
-    datasets = _subset(args.datasets, grid.datasets, "datasets")
+    tst_dir = args.tst_dir or default_tst_dir()
+    datasets = _subset(args.datasets, grid.datasets + grid.style_datasets, "datasets")
+    style_datasets = [d for d in datasets if d in grid.style_datasets]
+    datasets = [d for d in datasets if d in grid.datasets]
     methods = _subset(args.methods, grid.alpha_methods + grid.single_methods, "methods")
     seeds = _subset(args.seeds, grid.seeds, "seeds")
     alphas = [float(a) for a in _subset(args.alphas, [f"{a:g}" for a in grid.alphas], "alphas")]
     if any(d in FSC for d in datasets) and not (data_dir / "sst-2").is_dir():
         raise SystemExit(f"few-shot splits not found in {data_dir}: pass --data-dir")
+    style_methods = [m for m in STYLE_METHODS if m in methods]
+    if (
+        not args.report_only
+        and style_datasets
+        and style_methods
+        and not (tst_dir / "yelp" / "clean").is_dir()
+    ):
+        raise SystemExit(
+            f"Yelp style-transfer corpora not found in {tst_dir} (yelp/clean/): pass --tst-dir, "
+            "or leave the style datasets out with --datasets"
+        )
     argv_shown = list(sys.argv[1:] if argv is None else argv)
     if "--provenance" in argv_shown:  # shown on its own line
         i = argv_shown.index("--provenance")
@@ -1055,6 +1443,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     if not args.report_only:
         for dataset in datasets:
             run_dataset(grid, dataset, work, data_dir, methods, alphas, seeds, not args.no_progress)
+        if style_methods:
+            for dataset in style_datasets:
+                run_style_dataset(
+                    grid, dataset, work, tst_dir, style_methods, not args.no_progress
+                )
     stem = "fidelity" if grid is FULL else "fidelity_quick"
     doc = build_document(grid, work, f"{stem}_tradeoff.png", command, args.threads)
     doc["run"]["provenance"] = args.provenance

@@ -153,6 +153,40 @@ def test_claims_inconclusive_without_seeds_or_runs():
     assert any("fewer than 2 seeds" in p["detail"] for c in lines for p in c["parts"])
 
 
+def _style_runs(reward: dict, ppl: dict) -> dict:
+    return {
+        (m, 0.0): [{"test_reward": r, "prompt_perplexity": p} for r, p in zip(rs, ppl[m], strict=True)]
+        for m, rs in reward.items()
+    }
+
+
+def test_style_claims_both_outcomes_from_made_up_numbers():
+    manual = {"results": [{"prompt": "Here is", "reward": 30.0}, {"prompt": "", "reward": 20.0}]}
+    # PIN: same reward within 2 points, far lower perplexity; both beat the manual 30.
+    good = fid.style_claims(
+        "made-up",
+        _style_runs(
+            {"pin": [40.0, 41.0, 39.5], "rlprompt": [40.5, 39.0, 41.0]},
+            {"pin": [5.0, 6.0, 7.0], "rlprompt": [900.0, 1000.0, 1100.0]},
+        ),
+        manual,
+    )
+    assert len(good) == 3 and {c["verdict"] for c in good} == {"reproduced"}, good
+    # PIN's reward clearly 10 points lower; RLPrompt's prompts the readable ones; manual 60.
+    bad = fid.style_claims(
+        "made-up",
+        _style_runs(
+            {"pin": [30.0, 31.0, 29.0], "rlprompt": [40.5, 39.0, 41.0]},
+            {"pin": [900.0, 1000.0, 1100.0], "rlprompt": [5.0, 6.0, 7.0]},
+        ),
+        {"results": [{"prompt": "Here is", "reward": 60.0}]},
+    )
+    assert {c["verdict"] for c in bad} == {"not reproduced"}, bad
+    assert bad[0]["parts"][1]["detail"] == "d = -10.17 (SE 0.83)"
+    lone = fid.style_claims("made-up", _style_runs({"pin": [40.0]}, {"pin": [5.0]}), None)
+    assert {c["verdict"] for c in lone} == {"inconclusive"}
+
+
 def test_demo_splits_are_balanced_and_seeded(tmp_path):
     folder = fid.demo_splits(tmp_path / "demo", ["16-100", "16-13"])
     a = (folder / "16-100" / "train.tsv").read_text().splitlines()
@@ -167,6 +201,8 @@ def test_demo_splits_are_balanced_and_seeded(tmp_path):
 
 @pytest.mark.slow
 def test_quick_grid_end_to_end(tmp_path):
+    if not (fid.default_tst_dir() / "yelp" / "clean").is_dir():
+        pytest.skip(f"Yelp style-transfer corpora not found at {fid.default_tst_dir()}")
     work, out = tmp_path / "work", tmp_path / "results"
     args = ["--quick", "--work", str(work), "--out", str(out), "--no-progress"]
     paths = fid.main(args)
@@ -184,16 +220,31 @@ def test_quick_grid_end_to_end(tmp_path):
         assert row["n_seeds"] == 2 and len(row["prompts"]) == 2
         assert math.isfinite(row["test_accuracy_mean"]) and row["steps_mean"] > 0
     assert doc["datasets"][0]["manual"]["results"][0]["prompt"] == "It was"
+    # the style-transfer direction: every field its table shows, for both methods
+    (style,) = doc["style"]
+    assert style["dataset"] == "yelp-neg2pos" and style["target_style"] == "positive"
+    assert "| " + " | ".join(h for h, _ in fid.STYLE_COLUMNS) + " |" in md
+    assert {r["method"] for r in style["rows"]} == set(fid.STYLE_METHODS)
+    for row in style["rows"]:
+        for _, fields in fid.STYLE_COLUMNS:
+            assert all(f in row for f in fields), (row["method"], fields)
+        assert row["n_seeds"] == 2 and math.isfinite(row["test_reward_mean"])
+    cell = work / "yelp-neg2pos" / "pin" / "alpha=0" / "seed=1" / "result.json"
+    assert json.loads(cell.read_text())["config"]["train"]["seed"] == 1  # seeds = train.seed
+    manual = [r["prompt"] for r in style["manual"]["results"]]
+    assert manual == ["Here is the review rewritten to be positive:", ""]
+    assert (work / "yelp-neg2pos" / "report.md").exists()  # hardprompts report of its sweep
     # one verdict line per claim, computed, in the markdown with its numbers
-    assert len(doc["claims"]) == 11
+    assert len(doc["claims"]) == 11 + 3
     for claim in doc["claims"]:
         assert claim["verdict"] in {"reproduced", "not reproduced", "inconclusive"}
-        assert f"**{claim['verdict']}** — demo: {claim['claim']}" in md
-    assert "not run: task not available" in md or "registered" in md
+        assert f"**{claim['verdict']}** — {claim['dataset']}: {claim['claim']}" in md
+    assert {c["dataset"] for c in doc["claims"]} == {"demo", "yelp-neg2pos"}
+    assert [p["score"] for p in doc["tradeoff"]] == ["accuracy", "reward"]
     assert paths["png"].stat().st_size > 0 and "Quick run" in md
     # the hardprompts report output of the sweep folder
     assert (work / "demo" / "report.md").exists() and (work / "demo" / "tradeoff.png").exists()
     # resumable: a second run skips every cell and gives the same table
     again = json.loads(fid.main(args)["json"].read_text())
-    assert again["datasets"][0]["rows"] == rows
-    assert re.search(r"Finished cells: 16 of 16", md)
+    assert again["datasets"][0]["rows"] == rows and again["style"][0]["rows"] == style["rows"]
+    assert re.search(r"Finished cells: 20 of 20", md)

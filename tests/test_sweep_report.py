@@ -94,7 +94,8 @@ def test_sweep_then_report_end_to_end_and_resume(tiny_gpt2, fsc_dir, tmp_path):
     assert set(lines) == {"pez", "softprompt"}  # one line per method
     assert lines["pez"]["alpha"] == [0.0, 1.0] and lines["softprompt"]["alpha"] == [0.0]
     pez1 = rows[("pez", 1.0)]
-    assert lines["pez"]["accuracy"][1] == float(pez1["test_accuracy_mean"])
+    assert plotted["score"] == "accuracy"
+    assert lines["pez"]["score"][1] == float(pez1["test_accuracy_mean"])
     assert lines["pez"]["perplexity"][1] == float(pez1["prompt_perplexity_mean"])
 
     # Resume: one cell lost its result (it resumes from its final checkpoint), another lost its
@@ -142,6 +143,54 @@ def test_plan_sets_the_grid_fields(tiny_gpt2, fsc_dir, tmp_path):
     assert pez.task.split_seed == "16-42"
     assert pez.out_dir == str(tmp_path / "pez" / "alpha=0.25" / "seed=16-42")
     assert cells[2].config.algorithm.lr == 0.3  # base algorithm fields belong to pez only
+
+
+def test_plan_seed_field_train_seed(tiny_gpt2, fsc_dir, tmp_path):
+    """--seed-field train.seed: the seeds repeat a task without split seeds (style transfer)."""
+    base = _base(tiny_gpt2, fsc_dir)
+    base["task"]["split_seed"] = "16-13"
+    cells = plan(base, ["pez"], [0.0], ["3", "7"], tmp_path, seed_field="train.seed")
+    assert [c.config.train.seed for c in cells] == [3, 7]
+    assert {c.config.task.split_seed for c in cells} == {"16-13"}  # left as the base has it
+    assert [c.out_dir.name for c in cells] == ["seed=3", "seed=7"]
+    with pytest.raises(ConfigError, match="--seed-field 'train.steps': choose task.split_seed or"):
+        plan(base, ["pez"], [0.0], ["3"], tmp_path, seed_field="train.steps")
+    with pytest.raises(ConfigError, match="train.seed"):  # not an integer
+        plan(base, ["pez"], [0.0], ["x"], tmp_path, seed_field="train.seed")
+
+
+def _fake_result(root: Path, method: str, alpha: float, seed: str, **fields) -> None:
+    path = cell_dir(root, method, alpha, seed) / "result.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"best_prompt": f"{method} {seed}", **fields}))
+
+
+def test_report_uses_the_task_score(tmp_path):
+    """A style-transfer sweep is reported by its reward; a folder mixing scores is refused."""
+    root = tmp_path / "style"
+    for seed, test, dev, ppl in (("0", 50.0, 40.0, 10.0), ("1", 54.0, 44.0, 30.0)):
+        _fake_result(
+            root, "pin", 0.0, seed, score_name="reward", dev_reward=dev, test_reward=test,
+            dev_content=1.0, prompt_perplexity=ppl,
+        )  # fmt: skip
+    write_report(root)
+    with (root / "report.csv").open() as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert float(row["test_reward_mean"]) == 52.0
+    assert float(row["test_reward_std"]) == statistics.stdev([50.0, 54.0])
+    assert float(row["dev_reward_mean"]) == 42.0 and float(row["prompt_perplexity_mean"]) == 20.0
+    md = (root / "report.md").read_text()
+    assert "| test reward | dev reward |" in md and "| pin | 0 | 2 | 52.00 ± 2.83 | 42.00 |" in md
+    plotted = json.loads((root / "tradeoff.json").read_text())
+    assert plotted["score"] == "reward" and plotted["series"][0]["score"] == [52.0]
+
+    # a result.json from before score_name was recorded: classification (dev_accuracy)
+    _fake_result(root, "rlprompt", 0.0, "0", dev_accuracy=0.5, test_accuracy=0.6)
+    with pytest.raises(DataError, match="different scores \\(accuracy, reward\\)"):
+        write_report(root)
+    _fake_result(tmp_path / "odd", "pin", 0.0, "0", dev_bleu=1.0)
+    with pytest.raises(DataError, match="no score recorded"):
+        write_report(tmp_path / "odd")
 
 
 def test_sweep_input_errors(tiny_gpt2, fsc_dir, tmp_path):

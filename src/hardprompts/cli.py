@@ -522,8 +522,16 @@ def sweep_cmd(
         str, typer.Option(help="Comma-separated perplexity weights α, e.g. 0,0.5,1.")
     ] = "0",
     seeds: Annotated[
-        str, typer.Option(help="Comma-separated few-shot split seeds (task.split_seed).")
+        str, typer.Option(help="Comma-separated seeds: few-shot split seeds (task.split_seed).")
     ] = "16-100,16-13,16-21,16-42,16-87",
+    seed_field: Annotated[
+        str,
+        typer.Option(
+            help="The field the seeds set: task.split_seed, or train.seed for repeats of a task "
+            "without split seeds (style transfer on Yelp), e.g. --seed-field train.seed "
+            "--seeds 0,1,2."
+        ),
+    ] = "task.split_seed",
     method_set: Annotated[
         list[str] | None,
         typer.Option(
@@ -588,6 +596,7 @@ def sweep_cmd(
             overrides,
             on_cell=announce,
             backend=backend,
+            seed_field=seed_field,
             **ray_options,
         )
     statuses = ("ran", "resumed", "skipped", "failed")

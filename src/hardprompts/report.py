@@ -1,19 +1,21 @@
-"""``hardprompts report DIR``: tables and the accuracy-perplexity trade-off of a sweep.
+"""``hardprompts report DIR``: tables and the score-perplexity trade-off of a sweep.
 
 Reads every ``DIR/<method>/alpha=<α>/seed=<seed>/result.json`` written by ``hardprompts sweep``
 and writes, atomically:
 
-* ``report.csv``: one row per (method, α): number of split seeds, test accuracy mean and sample
-  standard deviation (ddof = 1, empty for one seed) over seeds, dev accuracy mean, prompt
+* ``report.csv``: one row per (method, α): number of seeds, the test score's mean and sample
+  standard deviation (ddof = 1, empty for one seed) over seeds, the dev score's mean, prompt
   perplexity mean (arithmetic, over the seeds that have one), and every seed's prompt. Numbers are
-  written at full precision.
+  written at full precision. The score is the task's (``score_name`` in result.json): accuracy
+  for classification (columns ``test_accuracy_mean`` …), the reward for style transfer
+  (``test_reward_mean`` …); a folder whose runs have different scores is refused.
 * ``report.md``: the same summary for reading, then one row per run with the LM that judged its
   perplexity, and a warning when the runs were judged by different LMs (not comparable).
-* ``tradeoff.png``: test accuracy against prompt perplexity, one line per method through its α
+* ``tradeoff.png``: the test score against prompt perplexity, one line per method through its α
   points (ordered by α, labelled ``α=…``), error bars = std over seeds; log-scale x when the
   perplexities span more than a factor of 10 (the paper's trade-off figure, METHODS.md 6).
-* ``tradeoff.json``: the plotted series (method, α, x, y, std) and the x scale, so tools and tests
-  can read the figure's content without parsing pixels.
+* ``tradeoff.json``: the score's name, the plotted series (method, α, perplexity, score, std) and
+  the x scale, so tools and tests can read the figure's content without parsing pixels.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from hardprompts.checkpoint import atomic_path, atomic_write_json, atomic_write_text
 from hardprompts.errors import DataError
 
-__all__ = ["Run", "Summary", "collect", "summarise", "write_report"]
+__all__ = ["Run", "Summary", "collect", "score_name_of", "summarise", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,9 @@ class Run:
     method: str
     alpha: float
     seed: str
-    test_accuracy: float | None
-    dev_accuracy: float
+    score_name: str  # the task's score: "accuracy" (classification), "reward" (style transfer)
+    test_score: float | None
+    dev_score: float | None
     prompt_perplexity: float | None
     prompt: str
     judge: str
@@ -50,20 +53,37 @@ class Run:
 
 @dataclass(frozen=True)
 class Summary:
-    """Runs of one (method, α) aggregated over split seeds."""
+    """Runs of one (method, α) aggregated over seeds."""
 
     method: str
     alpha: float
     seeds: list[str]
-    test_accuracy_mean: float | None
-    test_accuracy_std: float | None
-    dev_accuracy_mean: float
+    test_score_mean: float | None
+    test_score_std: float | None
+    dev_score_mean: float | None
     prompt_perplexity_mean: float | None
     prompts: list[str]
 
 
+def score_name_of(result: dict[str, Any], path: Path) -> str:
+    """The task's score of a result.json: its ``score_name`` (results before it was recorded:
+    ``accuracy`` when they have ``dev_accuracy``)."""
+    name = result.get("score_name")
+    if name is None and "dev_accuracy" in result:
+        name = "accuracy"
+    if not isinstance(name, str) or f"dev_{name}" not in result:
+        raise DataError(
+            f"{path}: no score recorded (expected score_name and dev_<score>); is it a "
+            "result.json of `hardprompts tune`/`sweep`?"
+        )
+    return name
+
+
 def collect(root: str | Path) -> list[Run]:
-    """Every ``<method>/alpha=<α>/seed=<seed>/result.json`` under ``root``, sorted."""
+    """Every ``<method>/alpha=<α>/seed=<seed>/result.json`` under ``root``, sorted.
+
+    Raises DataError when the runs have different scores (e.g. classification and style transfer
+    cells in one folder): their numbers cannot share a table."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(
@@ -77,13 +97,15 @@ def collect(root: str | Path) -> list[Run]:
             result = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, json.JSONDecodeError) as exc:
             raise DataError(f"{path}: not a sweep result ({exc})") from None
+        name = score_name_of(result, path)
         runs.append(
             Run(
                 method=method_dir.name,
                 alpha=alpha,
                 seed=seed_dir.name.removeprefix("seed="),
-                test_accuracy=result.get("test_accuracy"),
-                dev_accuracy=result["dev_accuracy"],
+                score_name=name,
+                test_score=result.get(f"test_{name}"),
+                dev_score=result.get(f"dev_{name}"),
                 prompt_perplexity=result.get("prompt_perplexity"),
                 prompt=result["best_prompt"],
                 judge=str(result.get("perplexity_reference") or "(not recorded)"),
@@ -94,6 +116,12 @@ def collect(root: str | Path) -> list[Run]:
         raise DataError(
             f"no results under {root} (expected <method>/alpha=<a>/seed=<s>/result.json); run "
             "`hardprompts sweep --out` into it first"
+        )
+    names = sorted({r.score_name for r in runs})
+    if len(names) > 1:
+        raise DataError(
+            f"{root}: the runs have different scores ({', '.join(names)}), e.g. classification "
+            "and style-transfer cells; report each task's sweep folder on its own"
         )
     runs.sort(key=lambda r: (r.method, r.alpha, r.seed))
     return runs
@@ -110,16 +138,17 @@ def summarise(runs: list[Run]) -> list[Summary]:
         groups.setdefault((run.method, run.alpha), []).append(run)
     out = []
     for (method, alpha), group in sorted(groups.items()):
-        tests = _finite([r.test_accuracy for r in group])
+        tests = _finite([r.test_score for r in group])
+        devs = _finite([r.dev_score for r in group])
         ppls = _finite([r.prompt_perplexity for r in group])
         out.append(
             Summary(
                 method=method,
                 alpha=alpha,
                 seeds=[r.seed for r in group],
-                test_accuracy_mean=statistics.fmean(tests) if tests else None,
-                test_accuracy_std=statistics.stdev(tests) if len(tests) > 1 else None,
-                dev_accuracy_mean=statistics.fmean(r.dev_accuracy for r in group),
+                test_score_mean=statistics.fmean(tests) if tests else None,
+                test_score_std=statistics.stdev(tests) if len(tests) > 1 else None,
+                dev_score_mean=statistics.fmean(devs) if devs else None,
                 prompt_perplexity_mean=statistics.fmean(ppls) if ppls else None,
                 prompts=[r.prompt for r in group],
             )
@@ -127,27 +156,28 @@ def summarise(runs: list[Run]) -> list[Summary]:
     return out
 
 
-_CSV_FIELDS = [
-    "method",
-    "alpha",
-    "n_seeds",
-    "seeds",
-    "test_accuracy_mean",
-    "test_accuracy_std",
-    "dev_accuracy_mean",
-    "prompt_perplexity_mean",
-    "prompts",
-]
+def _csv_fields(score: str) -> list[str]:
+    return [
+        "method",
+        "alpha",
+        "n_seeds",
+        "seeds",
+        f"test_{score}_mean",
+        f"test_{score}_std",
+        f"dev_{score}_mean",
+        "prompt_perplexity_mean",
+        "prompts",
+    ]
 
 
 def _num(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
-def _csv(summaries: list[Summary]) -> str:
+def _csv(summaries: list[Summary], score: str) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(_CSV_FIELDS)
+    writer.writerow(_csv_fields(score))
     for s in summaries:
         writer.writerow(
             [
@@ -155,9 +185,9 @@ def _csv(summaries: list[Summary]) -> str:
                 _num(s.alpha),
                 len(s.seeds),
                 " ".join(s.seeds),
-                _num(s.test_accuracy_mean),
-                _num(s.test_accuracy_std),
-                _num(s.dev_accuracy_mean),
+                _num(s.test_score_mean),
+                _num(s.test_score_std),
+                _num(s.dev_score_mean),
                 _num(s.prompt_perplexity_mean),
                 json.dumps(s.prompts, ensure_ascii=False),
             ]
@@ -174,11 +204,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _markdown(root: Path, summaries: list[Summary], runs: list[Run]) -> str:
+def _markdown(root: Path, summaries: list[Summary], runs: list[Run], score: str) -> str:
+    spec = ".4f" if score == "accuracy" else ".2f"
     lines = [
         f"# Sweep report: {root}",
         "",
-        "Test accuracy is the mean ± sample std over split seeds of the prompt chosen on dev; "
+        f"Test {score} is the mean ± sample std over seeds of the prompt chosen on dev; "
         "prompt perplexity is each run's result.json value (under the run's reference LM, column "
         "'judge' below), averaged. Trade-off figure: `tradeoff.png`.",
         "",
@@ -192,42 +223,43 @@ def _markdown(root: Path, summaries: list[Summary], runs: list[Run]) -> str:
             "",
         ]
     lines += [
-        "| method | α | seeds | test accuracy | dev accuracy | prompt perplexity | example prompt |",
+        f"| method | α | seeds | test {score} | dev {score} | prompt perplexity | example prompt |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        acc = _fmt(s.test_accuracy_mean, ".4f")
-        if s.test_accuracy_std is not None:
-            acc += f" ± {s.test_accuracy_std:.4f}"
+        test = _fmt(s.test_score_mean, spec)
+        if s.test_score_std is not None:
+            test += f" ± {s.test_score_std:{spec}}"
         lines.append(
-            f"| {s.method} | {s.alpha:g} | {len(s.seeds)} | {acc} | {s.dev_accuracy_mean:.4f} | "
+            f"| {s.method} | {s.alpha:g} | {len(s.seeds)} | {test} | "
+            f"{_fmt(s.dev_score_mean, spec)} | "
             f"{_fmt(s.prompt_perplexity_mean, '.2f')} | {_md_cell(s.prompts[0])} |"
         )
     lines += [
         "",
         "## Runs",
         "",
-        "| method | α | seed | test accuracy | dev accuracy | prompt perplexity | judge | prompt |",
+        f"| method | α | seed | test {score} | dev {score} | prompt perplexity | judge | prompt |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {r.method} | {r.alpha:g} | {r.seed} | {_fmt(r.test_accuracy, '.4f')} | "
-            f"{r.dev_accuracy:.4f} | {_fmt(r.prompt_perplexity, '.2f')} | {r.judge} | "
+            f"| {r.method} | {r.alpha:g} | {r.seed} | {_fmt(r.test_score, spec)} | "
+            f"{_fmt(r.dev_score, spec)} | {_fmt(r.prompt_perplexity, '.2f')} | {r.judge} | "
             f"{_md_cell(r.prompt)} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def tradeoff_series(summaries: list[Summary]) -> dict[str, Any]:
-    """The figure's content: per method, points (perplexity, accuracy) ordered by α."""
+def tradeoff_series(summaries: list[Summary], score: str = "accuracy") -> dict[str, Any]:
+    """The figure's content: per method, points (perplexity, test score) ordered by α."""
     series = []
     for method in dict.fromkeys(s.method for s in summaries):
         points = [
             s
             for s in summaries
             if s.method == method
-            and s.test_accuracy_mean is not None
+            and s.test_score_mean is not None
             and s.prompt_perplexity_mean is not None
         ]
         points.sort(key=lambda s: s.alpha)
@@ -237,13 +269,13 @@ def tradeoff_series(summaries: list[Summary]) -> dict[str, Any]:
                     "method": method,
                     "alpha": [s.alpha for s in points],
                     "perplexity": [s.prompt_perplexity_mean for s in points],
-                    "accuracy": [s.test_accuracy_mean for s in points],
-                    "accuracy_std": [s.test_accuracy_std or 0.0 for s in points],
+                    "score": [s.test_score_mean for s in points],
+                    "score_std": [s.test_score_std or 0.0 for s in points],
                 }
             )
     xs = [x for s in series for x in s["perplexity"]]
     log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 10
-    return {"series": series, "xscale": "log" if log_x else "linear"}
+    return {"score": score, "series": series, "xscale": "log" if log_x else "linear"}
 
 
 def draw_series(ax, series: list[dict[str, Any]], fontsize: int = 8) -> None:
@@ -251,13 +283,13 @@ def draw_series(ax, series: list[dict[str, Any]], fontsize: int = 8) -> None:
     for s in series:
         ax.errorbar(
             s["perplexity"],
-            s["accuracy"],
-            yerr=s["accuracy_std"],
+            s["score"],
+            yerr=s["score_std"],
             marker="o",
             capsize=3,
             label=s["method"],
         )
-        for x, y, a in zip(s["perplexity"], s["accuracy"], s["alpha"], strict=True):
+        for x, y, a in zip(s["perplexity"], s["score"], s["alpha"], strict=True):
             ax.annotate(
                 f"α={a:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=fontsize
             )
@@ -274,8 +306,8 @@ def _plot(content: dict[str, Any], path: Path) -> None:
         draw_series(ax, content["series"])
         ax.set_xscale(content["xscale"])
         ax.set_xlabel("prompt perplexity (lower reads better)")
-        ax.set_ylabel("test accuracy (mean over split seeds)")
-        ax.set_title("Accuracy vs prompt perplexity")
+        ax.set_ylabel(f"test {content['score']} (mean over seeds)")
+        ax.set_title(f"{content['score'].capitalize()} vs prompt perplexity")
         if content["series"]:
             ax.legend()
         ax.grid(alpha=0.3)
@@ -290,6 +322,7 @@ def write_report(root: str | Path) -> dict[str, Path]:
     """Write report.csv, report.md, tradeoff.png and tradeoff.json into ``root``; returns paths."""
     root = Path(root)
     runs = collect(root)
+    score = runs[0].score_name
     summaries = summarise(runs)
     paths = {
         "csv": root / "report.csv",
@@ -297,9 +330,9 @@ def write_report(root: str | Path) -> dict[str, Path]:
         "png": root / "tradeoff.png",
         "json": root / "tradeoff.json",
     }
-    atomic_write_text(paths["csv"], _csv(summaries))
-    atomic_write_text(paths["md"], _markdown(root, summaries, runs))
-    content = tradeoff_series(summaries)
+    atomic_write_text(paths["csv"], _csv(summaries, score))
+    atomic_write_text(paths["md"], _markdown(root, summaries, runs, score))
+    content = tradeoff_series(summaries, score)
     atomic_write_json(paths["json"], content)
     _plot(content, paths["png"])
     return paths

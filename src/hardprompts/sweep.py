@@ -2,7 +2,9 @@
 
 Each cell is an ordinary :func:`hardprompts.training.run` of the base configuration with three
 fields set: ``algorithm.name`` (the method), ``algorithm.perplexity_weight`` (α) and
-``task.split_seed``; it writes into ``DIR/<method>/alpha=<α>/seed=<split seed>/``. Precedence per
+``task.split_seed`` (or, with ``--seed-field train.seed``, the training seed: repeats of a task
+that has no split seeds, such as Yelp style transfer); it writes into
+``DIR/<method>/alpha=<α>/seed=<seed>/``. Precedence per
 cell: base config (YAML < ``--set``) < the grid's three fields < that method's own overrides
 (``--method-set pez:algorithm.lr=0.1``). The base config's ``algorithm`` fields are kept for the
 cells of the method it names and dropped for the others.
@@ -55,6 +57,8 @@ __all__ = [
 
 Status = Literal["ran", "resumed", "skipped", "failed"]
 Backend = Literal["local", "ray"]
+#: The config fields a sweep's seeds can go into (``seed_field``).
+SEED_FIELDS = ("task.split_seed", "train.seed")
 #: seconds a cell waits for another process's lock on it before it fails saying who holds it
 LOCK_WAIT_S = 60.0
 
@@ -152,9 +156,20 @@ def plan(
     seeds: Sequence[str],
     root: Path,
     method_overrides: dict[str, list[str]] | None = None,
+    seed_field: str = "task.split_seed",
 ) -> list[Cell]:
-    """Every cell of the grid with its validated config (errors surface before anything runs)."""
+    """Every cell of the grid with its validated config (errors surface before anything runs).
+
+    ``seed_field`` is the config field each seed value goes into: ``task.split_seed`` (few-shot
+    splits, the default) or ``train.seed`` (repeats of a task without split seeds, e.g. Yelp
+    style transfer).
+    """
     method_overrides = method_overrides or {}
+    if seed_field not in SEED_FIELDS:
+        raise ConfigError(
+            f"--seed-field {seed_field!r}: choose {' or '.join(SEED_FIELDS)}"
+        )
+    section, field = seed_field.split(".")
     cells = []
     for method in methods:
         method_alphas = alphas if _has_perplexity_weight(method) else [0.0]
@@ -167,7 +182,7 @@ def plan(
                 if _has_perplexity_weight(method):
                     algo["perplexity_weight"] = alpha
                 data["algorithm"] = algo
-                data.setdefault("task", {})["split_seed"] = seed
+                data.setdefault(section, {})[field] = seed
                 out = cell_dir(root, method, alpha, seed)
                 data["out_dir"] = str(out)
                 apply_overrides(data, method_overrides.get(method, []))
@@ -277,6 +292,7 @@ def run_sweep(
     show_progress: bool = True,
     on_cell=None,
     backend: Backend = "local",
+    seed_field: str = "task.split_seed",
     **ray_options: Any,
 ) -> list[CellOutcome]:
     """Run (or skip, or resume) every cell; see the module docstring.
@@ -290,16 +306,18 @@ def run_sweep(
         on_cell: optional callback ``on_cell(cell, status)``: local, before each cell runs or is
             skipped; ray, when a cell ends (status ran, resumed, skipped or failed).
         backend: ``local`` or ``ray``.
+        seed_field: where each seed goes, ``task.split_seed`` or ``train.seed`` (:func:`plan`).
         ray_options: for ``ray``, the keyword arguments of
             :func:`hardprompts.sweep_ray.run_cells_on_ray` (address, cpus_per_cell,
             gpus_per_cell).
     """
     root = Path(root)
-    cells = plan(base, methods, alphas, seeds, root, method_overrides)
+    cells = plan(base, methods, alphas, seeds, root, method_overrides, seed_field)
     grid = {
         "methods": list(methods),
         "alphas": list(alphas),
         "seeds": list(seeds),
+        "seed_field": seed_field,
         "method_overrides": method_overrides or {},
     }
     if backend == "ray":

@@ -324,6 +324,7 @@ def _finish(
         "method": algo.method,
         "best_prompt": prompt,
         "tokens": algo.prompt_tokens(prompt),
+        "score_name": task.score_name,  # dev_<score>/test_<score> below; `report` reads it
         **task.report_fields("dev", EvalResult.from_state(best)),
         "best_step": best["step"],
         **task.report_fields("test", test),
