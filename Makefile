@@ -34,3 +34,5 @@ bench: install
 	$(BIN)/python benchmarks/score_throughput.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/served_throughput.py
+	$(BIN)/python benchmarks/style_step.py
+	$(BIN)/python benchmarks/query_efficiency.py

@@ -120,7 +120,7 @@ def test_rlprompt_and_appo_with_device_map_equal_the_plain_runs(tiny_gpt2, tmp_p
     assert _tune(tmp_path, "rl-placed", rl, *placed) == _tune(tmp_path, "rl-plain", rl)
     # APPO: the agent with its LoRA adapters through device_map (all of it in CPU memory: LoRA
     # layers cannot be offloaded), the target split.
-    appo = {**base, "algorithm": {"name": "appo", "agent_model": str(tiny_gpt2), **TINY_AGENT}}
+    appo = {**base, "policy": {"model": str(tiny_gpt2)}, "algorithm": {"name": "appo", **TINY_AGENT}}
     placed = ["target.device_map=auto", f"target.max_memory={split}"]
     placed += ["algorithm.agent_device_map=auto"]
     assert _tune(tmp_path, "appo-placed", appo, *placed) == _tune(tmp_path, "appo-plain", appo)

@@ -38,6 +38,7 @@ def write(tmp_path: Path, tiny_gpt2, task: dict, algorithm: dict, steps: int = 2
     cfg = {
         "task": task,
         "target": {"model": str(tiny_gpt2), "kind": "causal"},
+        "policy": {"model": str(tiny_gpt2)},  # the agent of search/appo
         "algorithm": algorithm,
         "train": {"steps": steps, "eval_every": 1, "checkpoint_every": 1, "seed": 1},
     }
@@ -61,11 +62,11 @@ def same_run(a: dict, b: dict) -> bool:
 
 def scorer_only(tiny_gpt2) -> dict:
     """An algorithm section for tests that only build the task (eval, rewards)."""
-    return {"name": "search", "agent_model": str(tiny_gpt2)}
+    return {"name": "search"}
 
 
 def agent(name: str, **extra) -> dict:
-    return {"name": name, "agent_model": extra.pop("agent_model"), **TINY_AGENT, **extra}
+    return {"name": name, **TINY_AGENT, **extra}
 
 
 # ---------------------------------------------------------------------------- rewards, eval
@@ -155,7 +156,7 @@ def test_eval_writes_outputs_per_example(tiny_gpt2, tmp_path):
 @pytest.mark.slow
 @needs_data
 def test_search_on_ii_runs_and_resumes(tiny_gpt2, tmp_path):
-    algo = agent("search", agent_model=str(tiny_gpt2), select_top=3, reward_batch_size=4)
+    algo = agent("search", select_top=3, reward_batch_size=4)
     config = write(tmp_path, tiny_gpt2, task_section("generation", "ii/antonyms"), algo)
     full = tune(config, tmp_path / "full")
     assert full["method"] == "search" and full["test_n"] == 100 and "dev_score" in full
@@ -167,7 +168,7 @@ def test_search_on_ii_runs_and_resumes(tiny_gpt2, tmp_path):
 @pytest.mark.slow
 @needs_data
 def test_appo_on_bbii_runs_and_resumes(tiny_gpt2, tmp_path):
-    algo = agent("appo", agent_model=str(tiny_gpt2), reward_batch_size=3, update_term=1, lr=3e-2)
+    algo = agent("appo", reward_batch_size=3, update_term=1, lr=3e-2)
     config = write(tmp_path, tiny_gpt2, task_section("multiple_choice", "bbii/snarks"), algo)
     full = tune(config, tmp_path / "full")
     assert full["method"] == "appo" and full["test_n"] == 181 - 6 - 4
