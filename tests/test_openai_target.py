@@ -20,7 +20,7 @@ from hardprompts.config import load_config
 from hardprompts.errors import ConfigError, TargetError
 from hardprompts.modeling import load_lm, load_tokenizer
 from hardprompts.targets.hf import HFTarget
-from hardprompts.targets.openai import OpenAIChatTarget, OpenAITarget
+from hardprompts.targets.openai import SEED_MODULUS, OpenAIChatTarget, OpenAITarget
 from hardprompts.tasks import build_task
 
 TEXTS = ["the movie was great", "a terrible film , it was bad and boring", "news about sports"]
@@ -260,6 +260,10 @@ def test_generate_greedy_equals_in_process(server, lm):
     sampled = target.generate(texts, num_samples=3, max_new_tokens=4, do_sample=True, top_k=20,
                               seed=1)  # fmt: skip
     assert [len(o) for o in sampled] == [3, 3]
+    # a task's 62-bit seed is sent as 31 bits (llama.cpp reads 32): the same samples as seed 1
+    big = target.generate(texts, num_samples=3, max_new_tokens=4, do_sample=True, top_k=20,
+                          seed=1 + 5 * SEED_MODULUS)  # fmt: skip
+    assert big == sampled
     word = got[0][0].split()[0] if got[0][0].split() else None
     if word:
         cut = target.generate(texts[:1], max_new_tokens=5, stop=word)

@@ -190,3 +190,37 @@ def test_masked_target_is_rejected(style_setup, tiny_roberta):
                               f"target.model={tiny_roberta}"])],
     )  # fmt: skip
     assert res.exit_code == 2 and "must be a causal LM" in res.output
+
+
+@pytest.mark.slow
+def test_style_transfer_on_a_served_target_runs_and_resumes(style_setup, tiny_gpt2, tmp_path):
+    """The style task needs only ``generate`` of a target: a served one (OpenAI API, seeded
+    sampling with vLLM's top_k) trains, evaluates and resumes to the uninterrupted result."""
+    from loopback_server import LoopbackServer
+
+    from hardprompts.modeling import load_lm, load_tokenizer
+
+    lm = load_lm(str(tiny_gpt2), "causal", device="cpu"), load_tokenizer(str(tiny_gpt2))
+    with LoopbackServer(*lm) as server:
+        served = [
+            *_train(style_setup, 4),
+            "target.kind=openai",
+            f"target.base_url={server.url}",
+            "target.model=tiny",
+        ]
+        full = run(load_config(None, [*served, f"out_dir={tmp_path / 'a'}"]), show_progress=False)
+        half = [s.replace("train.steps=4", "train.steps=2") for s in served]
+        run(load_config(None, [*half, f"out_dir={tmp_path / 'b'}"]), show_progress=False)
+        resumed = run(
+            load_config(None, [*served, f"out_dir={tmp_path / 'b'}"]),
+            resume=True,
+            show_progress=False,
+        )
+    assert full["config"]["target"]["kind"] == "openai" and full["score_name"] == "reward"
+    assert full["test_n"] == len(NEG) and isinstance(full["test_reward"], float)
+    usage = full["target_usage"]
+    assert usage["requests"] > 0 and usage["completion_tokens"] > 0
+    drop = {"wall_seconds", "config", "target_usage"}
+    assert {k: v for k, v in resumed.items() if k not in drop} == {
+        k: v for k, v in full.items() if k not in drop
+    }

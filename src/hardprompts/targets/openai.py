@@ -56,6 +56,8 @@ Prompt = str | list[int]  # text, or token ids when the served tokenizer is know
 # A scoring request generates one token: the served context must hold the text, the label word
 # (echo) and that token.
 _RESERVED = 2
+#: Sampling seeds are sent modulo this (see ``generate``).
+SEED_MODULUS = 2**31
 
 
 def _cut(text: str, stop: str | None) -> str:
@@ -302,7 +304,9 @@ class _ServedBase:
         if stop:
             body["stop"] = [stop]
         if seed is not None:
-            body["seed"] = seed
+            # 31 bits: llama.cpp reads a 32-bit seed and the tasks draw up to 62-bit ones
+            # (vLLM and the hosted APIs take any of these).
+            body["seed"] = seed % SEED_MODULUS
         if top_k is not None and do_sample:
             body["extra_body"] = {"top_k": top_k}
         outs = self._generate(list(texts), body)
