@@ -304,11 +304,12 @@ def claims(dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict
 
     lines = []
 
-    def add(claim: str, source: str, parts: list[Part]) -> None:
+    def add(claim: str, source: str, parts: list[Part], short: str) -> None:
         lines.append(
             {
                 "dataset": dataset,
                 "claim": claim,
+                "short": short,
                 "source": source,
                 "verdict": verdict(parts),
                 "parts": [p.__dict__ for p in parts],
@@ -331,6 +332,7 @@ def claims(dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict
                 vals("rlprompt", 0.0, acc),
             ),
         ],
+        "PIN more readable than RLPrompt, similar accuracy",
     )
     for method in ALPHA_METHODS:
         alphas = sorted(a for (m, a) in runs if m == method and a > 0)
@@ -351,6 +353,7 @@ def claims(dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict
                     vals(method, 0.0, acc),
                 ),
             ],
+            f"α trades accuracy for readability ({method})",
         )
     add(
         "Sample-and-select matches APPO on classification at lower cost",
@@ -368,6 +371,7 @@ def claims(dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict
                 fmt=".1f",
             ),
         ],
+        "search ≈ APPO, at lower cost",
     )
     manual_accs = [
         r["test_accuracy"]
@@ -386,6 +390,7 @@ def claims(dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict
             f"Tuned prompts ({method}, α=0) beat the best manual prompt",
             "RLPrompt, PIN, PEZ, StablePrompt",
             [part],
+            f"{method} beats the best manual prompt",
         )
     add(
         "A soft prompt's nearest-token projection is not faithful to it (the projection's "
@@ -401,6 +406,7 @@ def claims(dataset: str, runs: dict[tuple[str, float], list[dict]], manual: dict
                 "soft and projected test accuracy not similar",
             )
         ],
+        "soft prompt's projection not faithful",
     )
     return lines
 
@@ -417,10 +423,11 @@ def style_claims(
     def vals(method: str, key: str) -> list[float]:
         return _finite(r.get(key) for r in runs.get((method, 0.0), []))
 
-    def claim(text: str, source: str, parts: list[Part]) -> dict:
+    def claim(text: str, source: str, parts: list[Part], short: str) -> dict:
         return {
             "dataset": dataset,
             "claim": text,
+            "short": short,
             "source": source,
             "verdict": verdict(parts),
             "parts": [p.__dict__ for p in parts],
@@ -446,6 +453,7 @@ def style_claims(
                     delta=REWARD_DELTA,
                 ),
             ],
+            "PIN more readable than RLPrompt, similar reward",
         )
     ]
     manual_rewards = _finite(r.get("reward") for r in (manual or {}).get("results", []))
@@ -463,6 +471,7 @@ def style_claims(
                 f"Tuned style-transfer prompts ({method}) beat the best manual prompt",
                 "RLPrompt §4, PIN",
                 [part],
+                f"{method} beats the best manual prompt",
             )
         )
     return lines
@@ -962,6 +971,7 @@ def markdown(doc: dict[str, Any]) -> str:
         )
         + ".",
         "",
+        *overview_markdown(doc),
         "## Verdicts",
         "",
         f"Rule: {RULE}",
@@ -1042,6 +1052,69 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc["missing"]:
         lines += ["## Cells not finished", ""] + [f"- {m}" for m in doc["missing"]] + [""]
     return "\n".join(lines)
+
+
+def _ppl(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _grid_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+    ]
+
+
+def overview_markdown(doc: dict[str, Any]) -> list[str]:
+    """Every dataset side by side: test score and prompt perplexity per method, the verdicts."""
+    lines = ["## Overview", ""]
+    style_labels = [repr(p) if p else "(null prompt)" for p in STYLE_MANUAL]
+    groups = [
+        (doc["datasets"], "test_accuracy", "test_accuracy", ".3f", "Test accuracy", None),
+        (doc["style"], "test_reward", "reward", ".1f", "Style transfer: test reward (0–100)",
+         style_labels),
+    ]  # fmt: skip
+    for datasets, key, manual_key, spec, title, labels in groups:
+        if not datasets:
+            continue
+        names = [ds["dataset"] for ds in datasets]
+        manuals = [(ds["manual"] or {}).get("results", []) for ds in datasets]
+        score_rows, ppl_rows = [], []
+        for i in range(max(len(m) for m in manuals)):  # the same manual prompts, in order
+            label = labels[i] if labels else next(m[i]["label"] for m in manuals if len(m) > i)
+            cells = [_pm(m[i][manual_key], None, spec) if len(m) > i else "–" for m in manuals]
+            score_rows.append([f"manual {label}", "", *cells])
+        keys = list(dict.fromkeys((r["method"], r.get("alpha", 0.0)) for ds in datasets for r in ds["rows"]))
+        keys.sort(key=lambda k: (METHODS.index(k[0]), k[1]))
+        for method, alpha in keys:
+            found = [
+                next((r for r in ds["rows"] if (r["method"], r.get("alpha", 0.0)) == (method, alpha)), None)
+                for ds in datasets
+            ]
+            score_rows.append(
+                [method, f"{alpha:g}"]
+                + [_pm(r[f"{key}_mean"], r[f"{key}_std"], spec) if r else "–" for r in found]
+            )
+            ppl_rows.append(
+                [method, f"{alpha:g}"] + [_ppl(r["prompt_perplexity_mean"]) if r else "–" for r in found]
+            )
+        lines += [f"{title}, mean ± std over seeds:", ""]
+        lines += _grid_table(["prompt / method", "α", *names], score_rows)
+        lines += ["Prompt perplexity under the built-in model (mean over seeds; lower reads better):", ""]
+        lines += _grid_table(["method", "α", *names], ppl_rows)
+        claims = list(dict.fromkeys(c["short"] for ds in datasets for c in ds["claims"]))
+        verdicts = [
+            [short]
+            + [next((c["verdict"] for c in ds["claims"] if c["short"] == short), "–") for ds in datasets]
+            for short in claims
+        ]
+        lines += ["Verdicts (details and numbers below):", ""]
+        lines += _grid_table(["claim", *names], verdicts)
+    return lines
 
 
 def style_markdown(doc: dict[str, Any]) -> list[str]:

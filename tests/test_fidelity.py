@@ -239,6 +239,7 @@ def test_quick_grid_end_to_end(tmp_path):
     for claim in doc["claims"]:
         assert claim["verdict"] in {"reproduced", "not reproduced", "inconclusive"}
         assert f"**{claim['verdict']}** — {claim['dataset']}: {claim['claim']}" in md
+        assert f"| {claim['short']} | {claim['verdict']} |" in md  # the overview's verdict grid
     assert {c["dataset"] for c in doc["claims"]} == {"demo", "yelp-neg2pos"}
     assert [p["score"] for p in doc["tradeoff"]] == ["accuracy", "reward"]
     assert paths["png"].stat().st_size > 0 and "Quick run" in md
