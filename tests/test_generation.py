@@ -64,6 +64,12 @@ def test_choose_next_top_k_and_greedy():
     assert draws == {1, 3}  # only the two best tokens are ever drawn
     with pytest.raises(ValueError, match="temperature"):
         choose_next(logits, do_sample=True, temperature=0.0)
+    # nucleus: probabilities .644 .237 .087 .032; top_p 0.8 keeps the first two (the second
+    # crosses 0.8), top_p 0.5 only the first
+    nucleus = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    for top_p, want in ((0.8, {0, 1}), (0.5, {0})):
+        draws = {int(choose_next(nucleus, do_sample=True, top_p=top_p, generator=g)) for _ in range(300)}
+        assert draws == want, top_p
 
 
 def test_too_long_is_a_clear_error(lm):

@@ -37,7 +37,7 @@ from hardprompts.config import (
     max_memory_field,
 )
 from hardprompts.errors import ConfigError
-from hardprompts.modeling import cache_keyword, output_cache
+from hardprompts.modeling import cache_keyword, choose_next, output_cache
 
 __all__ = [
     "ANCHOR",
@@ -559,19 +559,14 @@ class PromptAgent:
 
     def _choose(self, logits: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
         """Next token of each row: argmax, or a draw from softmax(logits / T) (top-k/p if set)."""
-        logits = logits.float().cpu()  # [n, V]; the CPU generator draws on the CPU
-        if greedy:
-            return logits.argmax(-1)
-        logits = logits / self.temperature
-        if self.top_k:
-            kth = logits.topk(min(self.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if self.top_p < 1.0:
-            sorted_logits, order = logits.sort(-1, descending=True)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cum - sorted_logits.softmax(-1) >= self.top_p  # keep the token crossing top_p
-            logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+        return choose_next(
+            logits,
+            do_sample=not greedy,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            generator=generator,
+        )
 
     def _cut(self, ids: list[int]) -> tuple[str, bool]:
         """(prompt text, whether it ended): text before the first stop string, or up to EOS."""

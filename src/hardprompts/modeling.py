@@ -274,3 +274,36 @@ def cache_keyword(model) -> str:
 def output_cache(out):
     """The key/value cache a forward returned, under either name (see :func:`cache_keyword`)."""
     return out["cache"] if "cache" in out else out.past_key_values
+
+
+def choose_next(
+    logits: torch.Tensor,
+    *,
+    do_sample: bool,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next token of each row. logits [R, V] -> ids [R] (CPU).
+
+    Greedy: argmax (the first of tied tokens). Sampling: a draw from softmax(logits /
+    temperature) restricted to the ``top_k`` best tokens (all when None or 0) and then to the
+    smallest set whose probability reaches ``top_p`` (nucleus; the token that crosses it is kept),
+    with the CPU ``generator``.
+    """
+    logits = logits.float().cpu()  # [R, V]; the CPU generator draws on the CPU
+    if not do_sample:
+        return logits.argmax(-1)
+    if temperature <= 0:
+        raise ValueError("sampling needs temperature > 0 (use do_sample=False for greedy)")
+    logits = logits / temperature
+    if top_k:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # keep the token crossing top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)

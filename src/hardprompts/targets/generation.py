@@ -26,36 +26,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from hardprompts.errors import TargetError
-from hardprompts.modeling import cache_keyword, output_cache
+from hardprompts.modeling import cache_keyword, choose_next, output_cache
 from hardprompts.targets.choices import cache_rows, kv_layers, prefill
 from hardprompts.templates import special_tokens_around
 
 Progress = Callable[[int], None]
-
-
-def choose_next(
-    logits: torch.Tensor,
-    *,
-    do_sample: bool,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Next token of each row. logits [R, V] -> ids [R] (CPU).
-
-    Greedy: argmax. Sampling: a draw from softmax(logits / temperature) over the ``top_k`` best
-    tokens (all tokens when ``top_k`` is None or 0).
-    """
-    logits = logits.float().cpu()
-    if not do_sample:
-        return logits.argmax(-1)
-    if temperature <= 0:
-        raise ValueError("sampling needs temperature > 0 (use do_sample=False for greedy)")
-    logits = logits / temperature
-    if top_k:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+__all__ = ["TextGenerator", "choose_next"]  # choose_next lives in modeling (the agent uses it too)
 
 
 class TextGenerator:
