@@ -205,6 +205,8 @@ def test_evaluation_picks_the_best_output_and_reports_metrics():
     assert good.metrics["content"] == pytest.approx(80.0)
     assert good.metrics["style"] == 100.0 and good.metrics["n"] == 2
     assert good.metrics["bleu"] == pytest.approx(100.0)  # equals the reference
+    assert good.metrics["reference_content"] == pytest.approx(100.0)  # content vs the reference
+    assert bad.metrics["reference_content"] < 100.0
     assert good.score > bad.score
     assert records[0][0] == {
         "input": "the food was terrible today",

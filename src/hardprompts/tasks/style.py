@@ -727,6 +727,15 @@ class StyleTransferTask:
             if ok.any():
                 ppl = float(torch.exp(sums[ok].sum() / counts[ok].sum()))
         refs = data.references
+        reference_content = None
+        if refs is not None:  # RLPrompt's BERTScore-to-reference column (content scorer)
+            flat = [(ref, out) for out, group in zip(outputs, refs, strict=True) for ref in group]
+            scores = self.models.content([r for r, _ in flat], [o for _, o in flat]).float()
+            best, at = [], 0
+            for group in refs:  # the closest of an input's references
+                best.append(float(scores[at : at + len(group)].max()))
+                at += len(group)
+            reference_content = sum(best) / len(best) if best else None
         reward = float(torch.tensor([r["reward"] for r in rows]).mean())
         return {
             "score": reward,  # the dev score every family reports (here the mean reward)
@@ -738,6 +747,7 @@ class StyleTransferTask:
             "joint": joint,
             "gm": gm,
             "bleu": None if refs is None else bleu(outputs, refs),
+            "reference_content": reference_content,
             "self_bleu": self_bleu(outputs, data.sources),
             "output_perplexity": ppl,
             "n": len(rows),
@@ -765,8 +775,8 @@ class StyleTransferTask:
         return self.evaluate_with_outputs(prompts, split, progress)[0]
 
     def report_fields(self, split: str, result: EvalResult | None) -> dict[str, Any]:
-        keys = ("reward", "content", "style", "fluency", "joint", "gm", "bleu", "self_bleu",
-                "output_perplexity", "n")  # fmt: skip
+        keys = ("reward", "content", "style", "fluency", "joint", "gm", "bleu",
+                "reference_content", "self_bleu", "output_perplexity", "n")  # fmt: skip
         if result is None:
             return {f"{split}_{k}": None for k in keys}
         fields = {f"{split}_{k}": result.metrics.get(k) for k in keys}
