@@ -72,6 +72,8 @@ STYLE_DATASETS = {"yelp-neg2pos": "positive", "yelp-pos2neg": "negative"}
 STYLE_SEEDS = ("0", "1", "2")  # training seeds (train.seed): yelp-sentiment has one fixed split
 #: Manual style prompts (the first written for the direction), and the null prompt ("").
 STYLE_MANUAL = ("Here is the review rewritten to be {style}:", "")
+#: The style demo's sampling, sized for a CPU: outputs x bootstraps per input, best of N at eval.
+STYLE_SAMPLING = {"num_samples": 8, "num_bootstraps": 2, "eval_num_samples": 8}
 #: The built-in reward models (hardprompts demo --task style's): nothing is downloaded.
 STYLE_REWARD = {
     "content_model": "builtin:minilm",
@@ -561,9 +563,7 @@ def style_base_config(grid: Grid, dataset: str, tst_dir: Path) -> dict[str, Any]
             "dataset": "yelp-sentiment",
             "data_dir": str(tst_dir),
             "target_style": STYLE_DATASETS[dataset],
-            "num_samples": 8,
-            "num_bootstraps": 2,
-            "eval_num_samples": 8,
+            **STYLE_SAMPLING,
             "eval_max_inputs": grid.style_eval_inputs,
             "lower_outputs": True,
         },
@@ -649,8 +649,17 @@ def cells_of(grid: Grid, methods: Sequence[str], seeds: Sequence[str]) -> list[t
 # ------------------------------------------------------------------------------- running
 
 
-def run_manual(root: Path, base: dict[str, Any], seed: str) -> dict[str, Any]:
-    """Test accuracy of the manual prompts (stored in root/manual.json, computed once)."""
+def manual_baseline(
+    root: Path,
+    base: dict[str, Any],
+    prompts: Sequence[str],
+    empty_label: str,
+    metrics: dict[str, str],
+    source: str,
+) -> dict[str, Any]:
+    """Test metrics of manual prompts, stored in root/manual.json (computed once).
+
+    ``metrics`` maps each stored key to the task's metric name; ``empty_label`` names "" ."""
     from hardprompts.checkpoint import atomic_write_json
     from hardprompts.config import config_from_dict
     from hardprompts.tasks import build_task
@@ -659,18 +668,17 @@ def run_manual(root: Path, base: dict[str, Any], seed: str) -> dict[str, Any]:
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
     data = json.loads(json.dumps(base))
-    data["task"]["split_seed"] = seed  # the test split is the same for every split seed
     data["out_dir"] = str(root / "manual")
-    task = build_task(config_from_dict(data, "fidelity manual baseline"))
+    task = build_task(config_from_dict(data, source))
     started = time.perf_counter()
-    results = task.evaluate(list(MANUAL_PROMPTS), "test")
+    results = task.evaluate(list(prompts), "test")
     manual = {
         "results": [
             {
                 "prompt": r.prompt,
-                "label": repr(r.prompt) if r.prompt else "(preset default: bare template)",
-                "test_accuracy": r.metrics["accuracy"],
-                "n": r.metrics["n"],
+                "label": repr(r.prompt) if r.prompt else empty_label,
+                **{key: r.metrics.get(name) for key, name in metrics.items()},
+                "n": r.metrics.get("n"),
             }
             for r in results
         ],
@@ -678,6 +686,15 @@ def run_manual(root: Path, base: dict[str, Any], seed: str) -> dict[str, Any]:
     }
     atomic_write_json(path, manual)
     return manual
+
+
+def run_manual(root: Path, base: dict[str, Any], seed: str) -> dict[str, Any]:
+    """Test accuracy of the manual prompts (the test split is the same for every split seed)."""
+    base = {**base, "task": {**base["task"], "split_seed": seed}}
+    return manual_baseline(
+        root, base, MANUAL_PROMPTS, "(preset default: bare template)",
+        {"test_accuracy": "accuracy"}, "fidelity manual baseline",
+    )  # fmt: skip
 
 
 def run_dataset(
@@ -723,33 +740,11 @@ def manual_style_prompts(dataset: str) -> list[str]:
 
 
 def run_manual_style(root: Path, base: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """Test metrics of the manual style prompts (root/manual.json, computed once)."""
-    from hardprompts.checkpoint import atomic_write_json
-    from hardprompts.config import config_from_dict
-    from hardprompts.tasks import build_task
-
-    path = root / "manual.json"
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
-    data = json.loads(json.dumps(base))
-    data["out_dir"] = str(root / "manual")
-    task = build_task(config_from_dict(data, "fidelity manual style baseline"))
-    started = time.perf_counter()
-    results = task.evaluate(manual_style_prompts(dataset), "test")
-    manual = {
-        "results": [
-            {
-                "prompt": r.prompt,
-                "label": repr(r.prompt) if r.prompt else "(null prompt)",
-                **{k: r.metrics.get(k) for k in STYLE_METRICS},
-                "n": r.metrics.get("n"),
-            }
-            for r in results
-        ],
-        "seconds": time.perf_counter() - started,
-    }
-    atomic_write_json(path, manual)
-    return manual
+    """Test metrics of the manual style prompts."""
+    return manual_baseline(
+        root, base, manual_style_prompts(dataset), "(null prompt)",
+        {m: m for m in STYLE_METRICS}, "fidelity manual style baseline",
+    )  # fmt: skip
 
 
 def run_style_dataset(
@@ -1349,15 +1344,7 @@ def build_document(grid: Grid, work: Path, plot_name: str, command: str, threads
             "style_seeds": list(grid.style_seeds),
             "style_steps": grid.style_steps,
             "style_eval_inputs": grid.style_eval_inputs,
-            "style_sampling": {
-                k: v
-                for k, v in style_base_config(grid, grid.style_datasets[0], Path("."))[
-                    "task"
-                ].items()
-                if k in ("num_samples", "num_bootstraps", "eval_num_samples")
-            }
-            if grid.style_datasets
-            else {},
+            "style_sampling": dict(STYLE_SAMPLING) if grid.style_datasets else {},
             "style_reward": dict(STYLE_REWARD),
             "style_manual_prompts": list(STYLE_MANUAL),
             "style_overrides": style_overrides(grid, STYLE_METHODS),
