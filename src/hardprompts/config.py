@@ -333,10 +333,24 @@ class TargetConfig(Section):
     )
     request_cache: str | None = Field(
         "auto",
-        description="kind=openai/openai-chat: folder of the cache of finished scoring requests, keyed "
-        "by model name, text and label words, so a re-run or a resumed run does not ask the server "
-        "again. auto = $HARDPROMPTS_CACHE_DIR/requests, else ~/.cache/hardprompts/requests; null = "
-        "off. Clear it when different weights are served under the same model name.",
+        description="kind=openai/openai-chat: folder of the cross-run cache of finished scoring "
+        "requests, keyed by model name, text, label words and a fingerprint of what the endpoint "
+        "serves (a probe text's log-probabilities and /v1/models), so new weights under the same name "
+        "are a new cache. auto = $HARDPROMPTS_CACHE_DIR/requests, else ~/.cache/hardprompts/requests; "
+        "null = off. `hardprompts cache info` lists it.",
+        json_schema_extra=NOT_IDENTITY,
+    )
+    cache_key: str | None = Field(
+        None,
+        description="kind=openai/openai-chat: a name for what the endpoint serves, used in place of "
+        "its fingerprint to key the cross-run cache (needed for chat endpoints and servers without "
+        "log-probabilities, which cannot be fingerprinted); change it whenever the model changes.",
+        json_schema_extra=NOT_IDENTITY,
+    )
+    run_cache: bool = Field(
+        True,
+        description="kind=openai/openai-chat: keep a run's scoring requests in <out_dir>/requests, so "
+        "a resumed run and every evaluation inside the run never ask the server again.",
         json_schema_extra=NOT_IDENTITY,
     )
 

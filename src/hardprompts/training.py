@@ -215,6 +215,9 @@ def run_with_context(
 
     seed_everything(config.train.seed)
     task = build_task(config)
+    use_run_folder = getattr(getattr(task, "target", None), "use_run_folder", None)
+    if use_run_folder is not None:  # a served target keeps the run's requests in the run folder
+        use_run_folder(out_dir)
     for split in ("train", "dev"):  # read and check both splits before any training
         task.num_inputs(split)
     ctx = RunContext(config, task, out_dir)
@@ -298,7 +301,10 @@ def _usage_line(task: Any) -> str | None:
 
 def usage_report(task: Any) -> dict[str, Any]:
     """``target_usage`` for result.json (what the run cost), and a note when scores are approximate."""
-    usage = target_usage(task).to_dict()
+    usage: dict[str, Any] = target_usage(task).to_dict()
+    cache_report = getattr(getattr(task, "target", None), "cache_report", None)
+    if cache_report is not None:  # served: where the cached answers came from, the fingerprint
+        usage.update(cache_report())
     out: dict[str, Any] = {"target_usage": usage}
     if usage["approximate_scores"]:
         out["approximation"] = (
