@@ -116,7 +116,9 @@ class _ServedBase:
         self.shared: RequestCache | None = None  # the cross-run cache, opened at the first score
         self.run: RequestCache | None = None  # the run's own, in its folder (use_run_folder)
         self.fingerprint: dict | None = None
-        self.shared_note = "" if self._shared_folder is not None else "off (target.request_cache: null)"
+        self.shared_note = (
+            "" if self._shared_folder is not None else "off (target.request_cache: null)"
+        )
         self._shared_ready = False
         self._tokenizer_setting = tokenizer
         self._max_length = max_length

@@ -396,13 +396,17 @@ def probe_fingerprint(endpoints: Endpoints, model: str) -> tuple[dict | None, st
             f"{endpoints.urls[0]} returned no log-probabilities for the probe text, so what it "
             "serves cannot be fingerprinted"
         )
-    rounded = [None if v is None else round(float(v), FINGERPRINT_DECIMALS) for v in lp.token_logprobs]
+    rounded = [
+        None if v is None else round(float(v), FINGERPRINT_DECIMALS) for v in lp.token_logprobs
+    ]
     return {
         "server": served_model_info(endpoints, model),
         "probe": PROBE_TEXT,
         "tokens": list(lp.tokens or []),
         "logprobs": rounded,
-        "top": sorted((round(float(v), FINGERPRINT_DECIMALS) for v in (tops or {}).values()), reverse=True),
+        "top": sorted(
+            (round(float(v), FINGERPRINT_DECIMALS) for v in (tops or {}).values()), reverse=True
+        ),
     }, ""
 
 
@@ -413,7 +417,9 @@ def served_model_info(endpoints: Endpoints, model: str) -> dict[str, Any]:
         return {}
     for entry in payload.get("data") or []:
         if isinstance(entry, dict) and entry.get("id") == model:
-            return {k: entry[k] for k in ("id", "root", "max_model_len") if entry.get(k) is not None}
+            return {
+                k: entry[k] for k in ("id", "root", "max_model_len") if entry.get(k) is not None
+            }
     return {}
 
 
@@ -521,7 +527,9 @@ def _locked(fh: Any):
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def shared_cache(folder: Path, model: str, fingerprint: dict | None, cache_key: str | None) -> RequestCache:
+def shared_cache(
+    folder: Path, model: str, fingerprint: dict | None, cache_key: str | None
+) -> RequestCache:
     """The cross-run cache of ``model`` as it is served now: the one whose fingerprint matches
     (:func:`same_model`), else a new one; with ``cache_key``, the one of that key."""
     if cache_key is not None:
@@ -535,9 +543,12 @@ def shared_cache(folder: Path, model: str, fingerprint: dict | None, cache_key: 
                 known = json.loads(other.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            if isinstance(known, dict) and known.get("model") == model and isinstance(
-                known.get("fingerprint"), dict
-            ) and same_model(known["fingerprint"], fingerprint):
+            if (
+                isinstance(known, dict)
+                and known.get("model") == model
+                and isinstance(known.get("fingerprint"), dict)
+                and same_model(known["fingerprint"], fingerprint)
+            ):
                 ident = known.get("fingerprint_id", ident)
                 break
         meta = {"model": model, "fingerprint_id": ident, "fingerprint": fingerprint}
