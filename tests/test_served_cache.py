@@ -150,7 +150,9 @@ def test_a_tune_after_new_weights_equals_a_tune_on_them_alone(
         res = runner.invoke(app, ["tune", *args, "--out", str(tmp_path / out)])
         assert res.exit_code == 0, res.output
         result = json.loads((tmp_path / out / "result.json").read_text())
-        return {k: v for k, v in result.items() if k not in ("wall_seconds", "config", "target_usage")}
+        return {
+            k: v for k, v in result.items() if k not in ("wall_seconds", "config", "target_usage")
+        }
 
     with LoopbackServer(*_lm(model_b), root=ROOT) as alone:
         want = tune(alone.url, "alone", "target.request_cache=null")
@@ -229,17 +231,21 @@ def test_a_resumed_run_never_asks_again(data, model_a, tiny_gpt2, tmp_path, monk
         run(cut, resume=True, show_progress=False)
         total = server.stats["scoring"] - whole
     result = json.loads((tmp_path / "cut" / "result.json").read_text())
-    assert result["best_prompt"] == json.loads((tmp_path / "whole/result.json").read_text())[
-        "best_prompt"
-    ]
+    assert (
+        result["best_prompt"]
+        == json.loads((tmp_path / "whole/result.json").read_text())["best_prompt"]
+    )
     usage = result["target_usage"]
     assert usage["shared_cache"] is None and usage["shared_cache_hits"] == 0
     if run_cache:
         assert total == whole  # the interrupted and resumed run asked each request once
         assert usage["run_cache_hits"] > 0
-        assert usage["run_cache"] == str(tmp_path / "cut" / "requests" / next(
-            p.name for p in (tmp_path / "cut" / "requests").glob("*.jsonl")
-        ))
+        assert usage["run_cache"] == str(
+            tmp_path
+            / "cut"
+            / "requests"
+            / next(p.name for p in (tmp_path / "cut" / "requests").glob("*.jsonl"))
+        )
     else:  # without the run's cache, steps 3 and 4 are asked twice: the test can fail
         assert total > whole and usage["run_cache_hits"] == 0 and usage["run_cache"] is None
 
@@ -344,3 +350,48 @@ def test_cache_file_survives_a_torn_line(tmp_path):
     again = RequestCache(tmp_path, "x", {"model": "m"})
     assert again.values == {"a": [1.5, -0.25], "c": [2.0, 3.0]}
     assert json.loads((tmp_path / "x.json").read_text())["model"] == "m"
+
+
+# ----------------------------------------------------------------- hardprompts cache info|clear
+
+
+def test_cache_info_and_clear(data, model_a, model_b, cache_home):
+    with LoopbackServer(*_lm(model_a), root=ROOT) as server:
+        first = eval_json(served_args(data, server.url))
+        server.serve(*_lm(model_b))
+        second = eval_json(served_args(data, server.url))
+    fp_a, fp_b = first["target_usage"]["fingerprint"], second["target_usage"]["fingerprint"]
+    res = runner.invoke(app, ["cache", "info", "--json"])
+    assert res.exit_code == 0, res.output
+    (folder,) = json.loads(res.stdout)
+    assert folder["folder"] == str(cache_home / "requests")
+    assert sorted(c["fingerprint"] for c in folder["caches"]) == sorted([fp_a, fp_b])
+    assert all(c["model"] == "tiny" and c["entries"] == 3 * len(ROWS) for c in folder["caches"])
+    assert all(
+        c["server"] == {"id": "tiny", "root": ROOT, "max_model_len": 1024} for c in folder["caches"]
+    )
+    assert folder["bytes"] == sum(p.stat().st_size for p in (cache_home / "requests").iterdir())
+    table = runner.invoke(app, ["cache", "info"])
+    assert table.exit_code == 0 and fp_a in table.output and "2 caches" in table.output
+    res = runner.invoke(app, ["cache", "clear", "--fingerprint", fp_a])
+    assert res.exit_code == 0 and "1 cache removed" in res.output
+    left = json.loads(runner.invoke(app, ["cache", "info", "--json"]).stdout)[0]["caches"]
+    assert [c["fingerprint"] for c in left] == [fp_b]
+    assert "0 caches removed" in runner.invoke(app, ["cache", "clear", "--model", "other"]).output
+    assert "1 cache removed" in runner.invoke(app, ["cache", "clear"]).output
+    assert not list((cache_home / "requests").iterdir())
+
+
+def test_cache_info_of_a_run_folder(model_a, tmp_path):
+    with LoopbackServer(*_lm(model_a), root=ROOT) as server:
+        target = OpenAITarget(
+            server.url, "tiny", "{x} {prompt}", [" terrible", " great"], request_cache="auto"
+        )
+        target.use_run_folder(tmp_path / "run")
+        target.score(["so"], [x for x, _ in ROWS])
+        target.close()
+    res = runner.invoke(app, ["cache", "info", str(tmp_path / "run"), "--json"])
+    assert res.exit_code == 0, res.output
+    (cache,) = json.loads(res.stdout)[0]["caches"]
+    assert cache["entries"] == len(ROWS)
+    assert target.fingerprint_id and cache["fingerprint"] == f"run (served {target.fingerprint_id})"

@@ -631,6 +631,11 @@ def report_cmd(
         out.print(f"wrote {path}")
 
 
+from hardprompts.cli_cache import app as cache_app  # noqa: E402 - registered after the commands
+
+app.add_typer(cache_app, name="cache")
+
+
 def main() -> None:
     """Entry point of the ``hardprompts`` command."""
     app()

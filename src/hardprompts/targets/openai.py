@@ -29,6 +29,7 @@ server that returns no log-probabilities at all stops classification with a mess
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -199,7 +200,24 @@ class _ServedBase:
             self._shared_folder, self.model, self.fingerprint, self.cache_key
         )
         if self.run is not None:
-            self.run.meta["fingerprint_id"] = self.fingerprint_id
+            self._check_run_fingerprint()
+
+    def _check_run_fingerprint(self) -> None:
+        """Say so when a resumed run's endpoint serves another model than when the run began."""
+        assert self.run is not None
+        now = self.fingerprint_id
+        try:
+            began = json.loads(self.run.meta_path.read_text(encoding="utf-8")).get("fingerprint_id")
+        except (OSError, ValueError):
+            began = None
+        if began and now and began != now:
+            log.warning(
+                "%s now serves %s under the name %r, not the model this run began with (%s); the "
+                "run's own request cache keeps that model's answers, so its scores mix the two. "
+                "Start a new run (another --out) to score with the new model only",
+                self.urls[0], now, self.model, began,
+            )  # fmt: skip
+        self.run.meta["fingerprint_id"] = now
 
     @property
     def fingerprint_id(self) -> str | None:

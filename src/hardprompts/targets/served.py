@@ -560,3 +560,53 @@ def run_cache(run_dir: Path, model: str) -> RequestCache:
     """A run's own cache of ``model``'s requests, in ``<run_dir>/requests``."""
     name = hashlib.sha256(model.encode()).hexdigest()[:16]
     return RequestCache(Path(run_dir) / RUN_CACHE_DIR, name, {"model": model, "run": True})
+
+
+def list_caches(folder: Path) -> list[dict[str, Any]]:
+    """The request caches in ``folder`` (a cache folder, or a run folder holding ``requests/``).
+
+    Each: ``path``, ``bytes`` (of its two files), ``entries`` (scored texts), ``model``,
+    ``fingerprint`` (its id, ``key:<cache_key>``, ``run`` for a run's own cache, or None for a
+    file written before fingerprints, which is never read), ``server`` (``/v1/models``' fields).
+    """
+    folder = Path(folder)
+    if (folder / RUN_CACHE_DIR).is_dir() and not any(folder.glob("*.jsonl")):
+        folder = folder / RUN_CACHE_DIR
+    found = []
+    for data in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        meta_path = data.with_suffix(".json")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("cache_key") is not None:
+            ident = f"key:{meta['cache_key']}"
+        elif meta.get("run"):
+            ident = "run" + (f" (served {meta['fingerprint_id']})" if meta.get("fingerprint_id") else "")
+        else:
+            ident = meta.get("fingerprint_id")
+        with data.open("rb") as fh:
+            entries = sum(1 for line in fh if line.endswith(b"}\n"))
+        size = data.stat().st_size + (meta_path.stat().st_size if meta_path.exists() else 0)
+        found.append(
+            {
+                "path": str(data),
+                "bytes": size,
+                "entries": entries,
+                "model": meta.get("model"),
+                "fingerprint": ident,
+                "server": (meta.get("fingerprint") or {}).get("server", {}),
+                "created": meta.get("created"),
+            }
+        )
+    return found
+
+
+def remove_cache(path: str | Path) -> int:
+    """Delete one cache (its ``.jsonl`` and ``.json``); returns the bytes freed."""
+    freed = 0
+    for file in (Path(path), Path(path).with_suffix(".json")):
+        if file.exists():
+            freed += file.stat().st_size
+            file.unlink()
+    return freed
