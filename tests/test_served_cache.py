@@ -395,3 +395,30 @@ def test_cache_info_of_a_run_folder(model_a, tmp_path):
     (cache,) = json.loads(res.stdout)[0]["caches"]
     assert cache["entries"] == len(ROWS)
     assert target.fingerprint_id and cache["fingerprint"] == f"run (served {target.fingerprint_id})"
+
+
+def test_resumed_run_says_when_the_endpoint_serves_another_model(
+    model_a, model_b, tmp_path, caplog
+):
+    def target(url):
+        t = OpenAITarget(url, "tiny", "{x} {prompt}", [" terrible", " great"], request_cache="auto")
+        t.use_run_folder(tmp_path / "run")
+        return t
+
+    with LoopbackServer(*_lm(model_a), root=ROOT) as server:
+        first = target(server.url)
+        first.score(["so"], [x for x, _ in ROWS])
+        first.close()
+        with caplog.at_level("WARNING", logger="hardprompts"):
+            target(server.url).score(["so"], [x for x, _ in ROWS])
+        assert "not the model this run began with" not in caplog.text
+        server.serve(*_lm(model_b))
+        with caplog.at_level("WARNING", logger="hardprompts"):
+            target(server.url).score(["so"], [x for x, _ in ROWS])
+    assert f"not the model this run began with ({first.fingerprint_id})" in caplog.text
+
+
+def test_cache_commands_have_help():
+    for cmd in (["cache"], ["cache", "info"], ["cache", "clear"]):
+        res = runner.invoke(app, [*cmd, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output, res.output

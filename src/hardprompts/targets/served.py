@@ -582,7 +582,9 @@ def list_caches(folder: Path) -> list[dict[str, Any]]:
         if meta.get("cache_key") is not None:
             ident = f"key:{meta['cache_key']}"
         elif meta.get("run"):
-            ident = "run" + (f" (served {meta['fingerprint_id']})" if meta.get("fingerprint_id") else "")
+            ident = "run" + (
+                f" (served {meta['fingerprint_id']})" if meta.get("fingerprint_id") else ""
+            )
         else:
             ident = meta.get("fingerprint_id")
         with data.open("rb") as fh:
