@@ -17,7 +17,8 @@ model's tokenizer (``target.tokenizer``: loaded locally, or vLLM's ``/tokenize``
 is cut to fit, and the token ids are sent. Requests are sized by tokens (``tokens_per_request``)
 and texts (``texts_per_request``), run ``max_concurrency`` at a time over pooled connections,
 retried and failed over as :mod:`hardprompts.targets.served` describes, and finished results are
-kept in the request cache.
+kept in the run's own request cache (its folder) and in the cross-run one, keyed also by a
+fingerprint of what the endpoint serves (``docs/guides/served-cache.md``).
 
 ``kind: openai-chat`` (:class:`OpenAIChatTarget`) sends each templated text as one user message.
 Generation works as with completions. Classification reads the top log-probabilities of the first
