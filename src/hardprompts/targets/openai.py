@@ -231,7 +231,9 @@ class _ServedBase:
         """For result.json's ``target_usage``: where the caches are and the fingerprint."""
         report: dict[str, Any] = {
             "fingerprint": self.fingerprint_id,
-            "run_cache": str(self.run.path) if self.run is not None else None,
+            "run_cache": str(self.run.path)
+            if self.run is not None and self.run.path.exists()
+            else None,
             "shared_cache": str(self.shared.path) if self.shared is not None else None,
         }
         if self.shared_note:
