@@ -160,6 +160,10 @@ def test_a_tune_after_new_weights_equals_a_tune_on_them_alone(
         tune(server.url, "first")  # default config: fills the cross-run cache with A's scores
         server.serve(*_lm(model_b))
         assert tune(server.url, "second") == want
+        # the same model again, in a new run folder: the cross-run cache answers every pair
+        before = server.stats["scoring"]
+        assert tune(server.url, "third") == want
+        assert server.stats["scoring"] - before == 1  # the probe
 
 
 # ----------------------------------------------------------------- the same model served again
