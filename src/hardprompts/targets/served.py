@@ -397,7 +397,8 @@ def probe_fingerprint(endpoints: Endpoints, model: str) -> tuple[dict | None, st
             "serves cannot be fingerprinted"
         )
     rounded = [
-        None if v is None else round(float(v), FINGERPRINT_DECIMALS) for v in lp.token_logprobs
+        None if v is None else round(float(v), FINGERPRINT_DECIMALS)
+        for v in lp.token_logprobs or []
     ]
     return {
         "server": served_model_info(endpoints, model),
