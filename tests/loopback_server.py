@@ -68,6 +68,7 @@ class LoopbackServer(LocalServer):
         logprobs: return log-probabilities at all (False: ``logprobs`` is always null).
         tokenize: offer vLLM's ``/tokenize``.
         completions: offer ``/v1/completions`` (False: a chat-only endpoint).
+        refuse_echo: answer HTTP 400 to ``echo`` with ``logprobs`` (as OpenAI's hosted API does).
         max_model_len: reported by ``/tokenize``; longer prompts get HTTP 400 as vLLM gives.
         port: 0 picks a free port.
         name: the served model's name in ``/v1/models`` (requests may ask for any name).
@@ -83,6 +84,7 @@ class LoopbackServer(LocalServer):
         logprobs: bool = True,
         tokenize: bool = True,
         completions: bool = True,
+        refuse_echo: bool = False,
         max_model_len: int = 1024,
         port: int = 0,
         name: str = "tiny",
@@ -90,7 +92,7 @@ class LoopbackServer(LocalServer):
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.echo, self.logprobs, self.tokenize = echo, logprobs, tokenize
-        self.completions, self.name = completions, name
+        self.completions, self.name, self.refuse_echo = completions, name, refuse_echo
         self.root = root if root is not None else str(model.config.name_or_path)
         self.max_model_len = max_model_len
         self.lock = threading.Lock()
@@ -276,6 +278,8 @@ class LoopbackServer(LocalServer):
         with self.lock:
             self.stats["prompts"] += len(prompts)
         k = body.get("logprobs")
+        if body.get("echo") and k is not None and self.refuse_echo:
+            return 400, {"error": {"message": "echo is not supported with logprobs", "code": 400}}
         echo = bool(body.get("echo")) and self.echo
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for ids, _, _ in prompts:

@@ -310,6 +310,17 @@ def test_completions_server_without_logprobs_gets_no_cross_run_cache(model_a):
         assert keyed.fingerprint_id == "key:v1"
 
 
+def test_server_refusing_echo_is_fingerprinted_by_the_next_token(model_a):
+    with LoopbackServer(*_lm(model_a), refuse_echo=True, root=ROOT) as srv:
+        target = OpenAITarget(srv.url, "tiny", "{x} {prompt}", [" terrible", " great"],
+                              request_cache="auto")  # fmt: skip
+        assert [name for name, _ in target._caches()] == ["shared"]
+        assert srv.stats["scoring"] == 2  # refused with echo, answered without
+    fp = target.fingerprint
+    assert len(fp["tokens"]) == len(fp["logprobs"]) == 1 and len(fp["top"]) == 5
+    assert fp["server"]["root"] == ROOT
+
+
 def test_chat_target_reports_its_note(model_a):
     with LoopbackServer(*_lm(model_a)) as srv:
         chat = OpenAIChatTarget(srv.url, "tiny", "{x} {prompt}", [" terrible", " great"],
