@@ -1,4 +1,4 @@
-"""The ``hardprompts`` command line: eval, tune, demo, config, sweep, report.
+"""The ``hardprompts`` command line: eval, tune, demo, config, sweep, report, data.
 
 Configuration precedence everywhere: defaults < ``--config`` YAML < ``--set key.sub=value``.
 User errors print one message (no traceback) and exit with status 2; inputs (config, devices,
@@ -629,6 +629,11 @@ def report_cmd(
     paths = write_report(sweep_dir)
     for path in paths.values():
         out.print(f"wrote {path}")
+
+
+from hardprompts.cli_data import app as data_app  # noqa: E402  (the `data` sub-commands)
+
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Examples of the LLM-agent benchmarks: instruction induction (``ii/<task>``) and BIG-bench
-Instruction Induction (``bbii/<task>``), read from the team's copy of the original files.
+Instruction Induction (``bbii/<task>``), read from the original files (found, or fetched, as
+:mod:`hardprompts.datastore` says).
 
 An :class:`Example` holds named input fields (single-input tasks use ``x``) and either the
 acceptable answers (generation) or the options and the index of the correct one (multiple choice).
@@ -28,7 +29,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,11 +110,12 @@ class BenchmarkTask:
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
-def default_root(family: str) -> Path:
-    """Where ``ii``/``bbii`` live: beside the few-shot data (``$HARDPROMPTS_DATA_DIR/../<family>``),
-    else ``../shared/data/<family>`` relative to the working directory."""
-    fsc = os.environ.get("HARDPROMPTS_DATA_DIR")
-    return Path(fsc).parent / family if fsc else Path("../shared/data") / family
+def default_root(family: str, task: str) -> Path:
+    """The ``ii``/``bbii`` folder holding ``<family>/<task>`` when no root is given:
+    ``$HARDPROMPTS_DATA_DIR/<family>``, the cache, or a download (:func:`hardprompts.datastore.locate`)."""
+    from hardprompts.datastore import locate
+
+    return locate(f"{family}/{task}")
 
 
 def _load_json(path: Path) -> dict:
@@ -142,8 +143,9 @@ def _parse_json(name: str, stamp: int) -> dict:
 def _check_root(root: Path, family: str, probe: str) -> None:
     if not (root / probe).exists():
         raise DataError(
-            f"{family} data not found at {root} (no {probe}); set task.data_dir to the folder "
-            f"that holds the {family} files (the team's copy is ../shared/data/{family})"
+            f"{family} data not found at {root} (no {probe}); set task.data_dir to the {family}/ "
+            "folder, or unset it to use $HARDPROMPTS_DATA_DIR, the cache or a download "
+            "(hardprompts data fetch)"
         )
 
 
@@ -253,7 +255,7 @@ def load_ii(
     dev_size: int = DEFAULT_DEV_SIZE,
 ) -> ExampleSplit:
     """One split of ``ii/<task>`` (see the module docstring for how it is drawn)."""
-    root = Path(root) if root is not None else default_root("ii")
+    root = Path(root) if root is not None else default_root("ii", task)
     valid = ii_tasks(root)
     if task not in valid:
         raise _unknown("ii", task, valid)
@@ -272,7 +274,7 @@ def load_ii(
 
 def ii_info(task: str, *, root: Path | None = None) -> BenchmarkTask:
     """Kind, metric and the first human-written instruction of ``ii/<task>``."""
-    root = Path(root) if root is not None else default_root("ii")
+    root = Path(root) if root is not None else default_root("ii", task)
     valid = ii_tasks(root)
     if task not in valid:
         raise _unknown("ii", task, valid)
@@ -295,7 +297,7 @@ def bbii_tasks(root: Path) -> list[str]:
 
 
 def _bbii_source(task: str, root: Path | None) -> tuple[Path, dict]:
-    root = Path(root) if root is not None else default_root("bbii")
+    root = Path(root) if root is not None else default_root("bbii", task)
     valid = bbii_tasks(root)
     if task not in valid:
         raise _unknown("bbii", task, valid)

@@ -3,7 +3,8 @@ a sentence in a target style (RLPrompt §4; PIN; Patel et al.; METHODS.md sectio
 
 * data: sentences with a style label; the inputs are those *not* in ``task.target_style``.
   Presets ``yelp-sentiment`` and ``shakespeare`` read RLPrompt's files under ``task.data_dir``
-  (default ``$HARDPROMPTS_TST_DIR``, else ``../shared/data/tst``), see :func:`load_style_splits`;
+  (the ``tst/`` folder or the root holding it; unset: ``$HARDPROMPTS_DATA_DIR/tst``, the cache, or
+  a download, see :mod:`hardprompts.datastore`), see :func:`load_style_splits`;
   a folder holds ``train/dev/test`` files with a text and a style-label column.
 * a prompt is applied by the template (RLPrompt: ``{prompt} "{x}" "``); the target samples
   ``num_samples × num_bootstraps`` continuations per (prompt, input), top-k, cut at
@@ -35,7 +36,6 @@ onto [0, 1] (no shaping) with ``num_repeats: 8``.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -106,8 +106,9 @@ class StyleTransferTaskConfig(TaskConfig):
     )
     data_dir: str | None = Field(
         None,
-        description="Folder holding yelp/clean/ and shakespeare/100-shot/ (RLPrompt's layout). "
-        "Unset: $HARDPROMPTS_TST_DIR, else ../shared/data/tst.",
+        description="Folder holding yelp/clean/ and shakespeare/100-shot/ (RLPrompt's layout: the "
+        "tst/ folder), or the root holding tst/. Unset: $HARDPROMPTS_DATA_DIR/tst, else the "
+        "cache, else a download on first use (hardprompts data).",
     )
     split_seed: str | None = Field(
         None,
@@ -259,16 +260,17 @@ class StyleSplit:
 
 
 def tst_data_dir(config: StyleTransferTaskConfig) -> Path:
-    if config.data_dir:
-        return Path(config.data_dir)
-    return Path(os.environ.get("HARDPROMPTS_TST_DIR", "../shared/data/tst"))
+    """The ``tst/`` folder of a preset (see :func:`hardprompts.datastore.locate`)."""
+    from hardprompts.datastore import locate
+
+    return locate(config.dataset, config.data_dir)
 
 
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(
-            f"{path} not found; set task.data_dir (or $HARDPROMPTS_TST_DIR) to the folder that "
-            "holds yelp/clean/sentiment.*.clean"
+            f"{path} not found; set task.data_dir to the tst/ folder that holds "
+            "yelp/clean/sentiment.*.clean, or unset it (hardprompts data fetch yelp-sentiment)"
         )
     return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
 
@@ -391,8 +393,8 @@ def load_style_splits(
         root = tst_data_dir(config) / "shakespeare" / "100-shot" / seed
         if not root.is_dir():
             raise DataError(
-                f"{root} not found; set task.data_dir (or $HARDPROMPTS_TST_DIR) to the folder "
-                "that holds shakespeare/100-shot/"
+                f"{root} not found; set task.data_dir to the tst/ folder that holds "
+                "shakespeare/100-shot/, or unset it (hardprompts data fetch shakespeare)"
             )
 
         def shk(name: str) -> Callable[[], StyleSplit]:
