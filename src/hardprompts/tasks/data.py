@@ -195,12 +195,14 @@ def read_examples(
     label_column: str,
     split: str = "data",
     fields: list[str] | None = None,
+    quoted_tsv: bool = False,
 ) -> Split:
     """Read a TSV, CSV or JSONL file of (text, integer label) rows, checking every row.
 
     With ``fields`` (a multi-field template), each text is a mapping of those fields, read from
-    the columns of the same names (``x`` from the text column)."""
-    columns, rows = read_rows(path)
+    the columns of the same names (``x`` from the text column). ``quoted_tsv``: see
+    :func:`hardprompts.taskdata.read_rows`."""
+    columns, rows = read_rows(path, quoted_tsv)
     if fields is not None:
         mapping = {f: (text_column or "text") if f == "x" else f for f in fields}
         if label_column not in columns:
