@@ -35,7 +35,19 @@ FSC_UP = "examples/few-shot-classification/data/16-shot"
 TST_UP = "examples/text-style-transfer/data"
 II_UP = "experiments/data/instruction_induction"
 BBII_UP = "data/bigbench-ii"
-FSC = ["sst-2", "mr", "cr", "sst-5", "agnews", "trec", "subj", "yahoo", "yelp-2", "yelp-5", "dbpedia"]
+FSC = [
+    "sst-2",
+    "mr",
+    "cr",
+    "sst-5",
+    "agnews",
+    "trec",
+    "subj",
+    "yahoo",
+    "yelp-2",
+    "yelp-5",
+    "dbpedia",
+]
 SEEDS = ["16-100", "16-13", "16-21", "16-42", "16-87"]
 SHAKESPEARE_SEEDS = ["100-100", "100-13", "100-21", "100-42", "100-87"]
 NO_TEST = {"yelp-2", "yelp-5", "dbpedia"}  # upstream test.tsv files are not in git
@@ -57,10 +69,14 @@ def ls(repo: Path, commit: str, prefix: str) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rlprompt", type=Path, required=True, help="git dir of mingkaid/rl-prompt")
-    ap.add_argument("--ape", type=Path, required=True, help="git dir of keirp/automatic_prompt_engineer")
+    ap.add_argument(
+        "--ape", type=Path, required=True, help="git dir of keirp/automatic_prompt_engineer"
+    )
     ap.add_argument("--check", type=Path, help="a local tree (fsc/ tst/ ii/ bbii/) to compare")
     ap.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "src/hardprompts/data_manifest.json"
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "src/hardprompts/data_manifest.json",
     )
     args = ap.parse_args()
     commits = {
@@ -86,9 +102,18 @@ def main() -> int:
         files = []
         for seed in SEEDS:
             for split in ("train", "dev"):
-                files.append(entry(f"fsc/{name}/{seed}/{split}.tsv", RLPROMPT, f"{FSC_UP}/{name}/{seed}/{split}.tsv"))
+                files.append(
+                    entry(
+                        f"fsc/{name}/{seed}/{split}.tsv",
+                        RLPROMPT,
+                        f"{FSC_UP}/{name}/{seed}/{split}.tsv",
+                    )
+                )
         if name not in NO_TEST:
-            copies = {hashlib.sha256(blob(RLPROMPT, f"{FSC_UP}/{name}/{s}/test.tsv")).hexdigest() for s in SEEDS}
+            copies = {
+                hashlib.sha256(blob(RLPROMPT, f"{FSC_UP}/{name}/{s}/test.tsv")).hexdigest()
+                for s in SEEDS
+            }
             if len(copies) != 1:
                 print(f"{name}: the per-seed test.tsv files differ upstream", file=sys.stderr)
                 return 1
@@ -117,20 +142,28 @@ def main() -> int:
         files.append(entry(f"ii/annotations/{task}.json", APE, f"{II_UP}/annotations/{task}.json"))
         datasets[f"ii/{task}"] = {"family": "ii", "kind": "generation", "source": APE,
                                   "licence": LICENCES[APE], "files": files}  # fmt: skip
-    bb_tasks = sorted({p.split("/")[2] for p in ls(args.ape, commits[APE], f"{BBII_UP}/")} - BBII_EXCLUDED)
+    bb_tasks = sorted(
+        {p.split("/")[2] for p in ls(args.ape, commits[APE], f"{BBII_UP}/")} - BBII_EXCLUDED
+    )
     for task in bb_tasks:
         path = f"{BBII_UP}/{task}/task.json"
         preferred = json.loads(blob(APE, path)).get("preferred_score")
-        kind = {"multiple_choice_grade": "multiple_choice", "exact_str_match": "generation"}[preferred]
+        kind = {"multiple_choice_grade": "multiple_choice", "exact_str_match": "generation"}[
+            preferred
+        ]
         datasets[f"bbii/{task}"] = {"family": "bbii", "kind": kind, "source": APE,
                                     "licence": BBII_LICENCE,
                                     "files": [entry(f"bbii/{task}/task.json", APE, path)]}  # fmt: skip
     manifest = {
         "about": "Files of the dataset presets: local path, SHA-256 and size at the pinned upstream "
         "commit. Built by scripts/build_data_manifest.py; do not edit by hand.",
-        "sources": {repo: {"commit": commits[repo],
-                           "raw_url": f"https://raw.githubusercontent.com/{repo}/{commits[repo]}/{{path}}"}
-                    for repo in (RLPROMPT, APE)},  # fmt: skip
+        "sources": {
+            repo: {
+                "commit": commits[repo],
+                "raw_url": f"https://raw.githubusercontent.com/{repo}/{commits[repo]}/{{path}}",
+            }
+            for repo in (RLPROMPT, APE)
+        },  # fmt: skip
         "datasets": datasets,
     }
     args.out.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n", encoding="utf-8")

@@ -74,7 +74,9 @@ def list_cmd() -> None:
 def fetch_cmd(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Datasets (sst-2, ii/antonyms, …) or whole folders (fsc, tst, ii, bbii)."),
+        typer.Argument(
+            help="Datasets (sst-2, ii/antonyms, …) or whole folders (fsc, tst, ii, bbii)."
+        ),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every dataset of the manifest.")] = False,
     mirror: MirrorOpt = None,
@@ -84,9 +86,20 @@ def fetch_cmd(
     from hardprompts import datastore
 
     if all_ == bool(names):
-        raise DataError("name the datasets to fetch (e.g. `hardprompts data fetch sst-2`) or pass --all")
+        raise DataError(
+            "name the datasets to fetch (e.g. `hardprompts data fetch sst-2`) or pass --all"
+        )
     chosen = list(datastore.datasets().values()) if all_ else datastore.select(names or [])
-    done = datastore.fetch(chosen, mirror=mirror)
+    try:
+        done = datastore.fetch(chosen, mirror=mirror)
+    except datastore.FetchError as exc:
+        if not exc.network:
+            raise
+        raise DataError(
+            f"{exc}. Fix: fetch from a mirror that serves the data tree (--mirror URL or "
+            "$HARDPROMPTS_DATA_MIRROR), or set HARDPROMPTS_DATA_DIR to a folder holding "
+            "fsc/ tst/ ii/ bbii/ (e.g. a copy made where there is network)"
+        ) from None
     root = datastore.cache_dir()
     for ds, n in done:
         state = f"{n} of {len(ds.files)} files downloaded" if n else "already there"

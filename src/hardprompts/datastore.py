@@ -249,7 +249,12 @@ def _mb(size: int) -> str:
 
 
 class FetchError(DataError):
-    """A download failed (network, HTTP status) or a file's bytes do not match the manifest."""
+    """A download failed (``network``: no connection, an HTTP error, a cut transfer) or a
+    file's bytes do not match the manifest."""
+
+    def __init__(self, message: str, network: bool = False) -> None:
+        super().__init__(message)
+        self.network = network
 
 
 @contextmanager
@@ -301,10 +306,10 @@ def _download(url: str, part: Path, advance: Callable[[int], None]) -> None:
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # the part is already whole; its hash decides
             return
-        raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}", network=True) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise FetchError(f"{url}: cannot connect ({reason})") from None
+        raise FetchError(f"{url}: cannot connect ({reason})", network=True) from None
     with response:
         resumed = have and response.status == 206
         if have and not resumed:
@@ -315,7 +320,9 @@ def _download(url: str, part: Path, advance: Callable[[int], None]) -> None:
                     fh.write(block)
                     advance(len(block))
             except OSError as exc:
-                raise FetchError(f"{url}: the download stopped ({exc}); run again to resume") from None
+                raise FetchError(
+                    f"{url}: the download stopped ({exc}); run again to resume", network=True
+                ) from None
 
 
 def fetch_file(
