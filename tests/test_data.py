@@ -342,3 +342,86 @@ def test_a_reward_model_that_cannot_load_names_the_field_and_the_builtin(tmp_pat
         Exception, match=r"reward\.content_model .*set reward\.content_model: builtin:minilm"
     ):
         build_reward_models(reward, "builtin:yelp-style")
+
+
+# ------------------------------------------------------------------------------ the data bugs
+
+
+@needs_data
+def test_shakespeare_rows_read_as_rlprompts_pandas_reads_them():
+    # RLPrompt's tst_data_utils.py: pd.read_csv(path, sep="\t"), i.e. CSV quoting on.
+    import pandas as pd
+
+    from hardprompts.tasks.style import SHAKESPEARE_SEEDS, load_style_splits
+
+    for seed in SHAKESPEARE_SEEDS:
+        cfg = load_config(None, ["task.dataset=shakespeare", f"task.split_seed={seed}"]).task
+        splits = load_style_splits(cfg, 1, 2)  # target style 1 (modern): sources are label 0
+        for name in ("train", "dev", "test"):
+            frame = pd.read_csv(
+                DATA_ROOT / "tst/shakespeare/100-shot" / seed / f"{name}.tsv", sep="\t"
+            )
+            rows = list(zip(frame["text"], frame["label"], strict=True))
+            got = splits[name]()
+            assert got.sources == [t for t, y in rows if y == 0], (seed, name)
+            if name == "test":
+                assert [r[0] for r in got.references] == [t for t, y in rows if y == 1]
+    cfg = load_config(None, ["task.dataset=shakespeare", "task.split_seed=100-13"]).task
+    test = load_style_splits(cfg, 1, 2)["test"]()
+    # test.tsv line 46: "It is ""music with her silver sound"" because musicians have no gold …"
+    assert 'It is "music with her silver sound" because musicians have no gold for sounding.' in (
+        test.sources
+    )
+    assert 'Romeo, he cries aloud, "Hold, friends!' in test.sources
+    assert not any('""' in s or s.startswith('"') for s in test.sources)
+
+
+@needs_data
+def test_bbii_no_test_input_is_a_train_or_dev_input():
+    from hardprompts.taskdata import bbii_tasks, load_bbii
+
+    root = DATA_ROOT / "bbii"
+    for task in bbii_tasks(root):
+        for seed in ("0", "1", "7"):
+            split = {
+                s: load_bbii(task, s, root=root, split_seed=seed) for s in ("train", "dev", "test")
+            }
+            shown = {s: [e.fields["x"] for e in split[s].examples] for s in split}
+            for s, inputs in shown.items():
+                assert len(set(inputs)) == len(inputs), (task, seed, s)
+            assert not set(shown["test"]) & set(shown["train"] + shown["dev"]), (task, seed)
+    # causal_judgment states two inputs twice with opposite answers: both are dropped, and said
+    test = load_bbii("causal_judgment", "test", root=root)
+    assert "2 with conflicting answers dropped" in test.source
+    everything = [
+        e.input
+        for s in ("train", "dev", "test")
+        for e in load_bbii("causal_judgment", s, root=root).examples
+    ]
+    assert len(everything) == 190 - 2 * 2
+    records = json.loads((root / "causal_judgment/task.json").read_text())["examples"]
+    answers: dict[str, set] = {}
+    for r in records:
+        answers.setdefault(r["input"], set()).add(json.dumps(r["target_scores"], sort_keys=True))
+    conflicting = [x for x, a in answers.items() if len(a) > 1]
+    assert len(conflicting) == 2 and conflicting[1].startswith("A bear and a hedgehog")
+    assert not set(conflicting) & set(everything)
+    # operators repeats "op 35 35" with the same answer: kept once
+    ops = [
+        e.input
+        for s in ("train", "dev", "test")
+        for e in load_bbii("operators", s, root=root).examples
+    ]
+    assert ops.count("op i j selects i when greater than j, j otherwise.\nop 35 35") == 1
+    assert "1 repeated input(s) kept once" in load_bbii("operators", "dev", root=root).source
+
+
+def test_unique_inputs_keeps_agreeing_repeats_once_and_drops_conflicts():
+    from hardprompts.taskdata import Example, unique_inputs
+
+    a1 = Example({"x": "a"}, "a", ("1",))
+    a2 = Example({"x": "a"}, "a", ("1",))
+    b1 = Example({"x": "b"}, "b", choices=("Yes", "No"), label=0)
+    b2 = Example({"x": "b"}, "b", choices=("Yes", "No"), label=1)
+    c = Example({"x": "c"}, "c", ("3",))
+    assert unique_inputs([a1, b1, a2, c, b2]) == ([a1, c], 1, 1)
