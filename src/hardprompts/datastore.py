@@ -143,7 +143,7 @@ def cache_dir() -> Path:
     if not base:
         import platformdirs
 
-        base = platformdirs.user_cache_dir("hardprompts")
+        base = platformdirs.user_cache_dir("hardprompts", appauthor=False)
     return Path(base) / "data"
 
 
