@@ -312,13 +312,16 @@ def test_a_contradicting_kind_names_both():
 
 @needs_data
 @pytest.mark.parametrize("dataset", ["ii/antonyms", "bbii/snarks"])
-def test_benchmark_presets_evaluate_with_the_dataset_alone(dataset, tiny_gpt2):
-    res = invoke("eval", "--set", f"task.dataset={dataset}", "--set", f"target.model={tiny_gpt2}",
-                 "--prompt", "Answer:", "--split", "dev", "--json")  # fmt: skip
+def test_benchmark_presets_evaluate_with_the_dataset_alone(dataset, tiny_gpt2, fresh, monkeypatch):
+    with serve(DATA_ROOT) as (url, _):
+        monkeypatch.setenv("HARDPROMPTS_DATA_MIRROR", url)  # fetched on first use
+        res = invoke("eval", "--set", f"task.dataset={dataset}", "--set", f"target.model={tiny_gpt2}",
+                     "--prompt", "Answer:", "--split", "dev", "--json")  # fmt: skip
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["dataset"] == dataset and report["results"][0]["n"] == 50
-    assert report["source"].startswith(str(DATA_ROOT))  # $HARDPROMPTS_DATA_DIR, set by conftest
+    assert report["source"].startswith(str(fresh / dataset.split("/")[0]))
+    assert cache_files(fresh) == sorted(f.path for f in datastore.dataset(dataset).files)
 
 
 @needs_data
