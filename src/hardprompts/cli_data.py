@@ -102,8 +102,8 @@ def fetch_cmd(
         ) from None
     root = datastore.cache_dir()
     for ds, n in done:
-        state = f"{n} of {len(ds.files)} files downloaded" if n else "already there"
-        out.print(f"{ds.name}: {state}, verified ({root / ds.folder})")
+        state = f"{n} of {len(ds.files)} files downloaded and verified" if n else "already there"
+        out.print(f"{ds.name}: {state} ({root / ds.folder})")
 
 
 @app.command("verify")
