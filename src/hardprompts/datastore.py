@@ -392,7 +392,9 @@ def fetch(
     )
     console = Console(stderr=True)
     done: list[tuple[Dataset, int]] = []
-    with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
+    with Progress(
+        *columns, console=console, transient=True, disable=not (progress and console.is_terminal)
+    ) as bar:
         task = bar.add_task("data", total=total)
         for ds in chosen:
             bar.update(task, description=ds.name)
