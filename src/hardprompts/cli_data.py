@@ -81,8 +81,7 @@ def fetch_cmd(
     all_: Annotated[bool, typer.Option("--all", help="Every dataset of the manifest.")] = False,
     mirror: MirrorOpt = None,
 ) -> None:
-    """Download datasets into the cache; each file is checked against the manifest's SHA-256
-    before it is kept. Resumes a stopped download; safe to run twice or from two processes."""
+    """Download datasets into the cache, each file checked against the manifest's SHA-256."""
     from hardprompts import datastore
 
     if all_ == bool(names):
