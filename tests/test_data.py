@@ -428,3 +428,11 @@ def test_unique_inputs_keeps_agreeing_repeats_once_and_drops_conflicts():
     b2 = Example({"x": "b"}, "b", choices=("Yes", "No"), label=1)
     c = Example({"x": "c"}, "c", ("3",))
     assert unique_inputs([a1, b1, a2, c, b2]) == ([a1, c], 1, 1)
+
+
+def test_folder_names_select_their_datasets_and_fetch_needs_names():
+    assert len(datastore.select(["ii"])) == 24 and len(datastore.select(["fsc", "sst-2"])) == 11
+    with pytest.raises(ConfigError, match="unknown dataset 'sst2' \\(did you mean sst-2"):
+        datastore.select(["sst2"])
+    res = invoke("data", "fetch")
+    assert res.exit_code == 2 and "or pass --all" in res.output
