@@ -292,7 +292,8 @@ def test_bad_input_messages(tiny_gpt2, tmp_path):
     res = runner.invoke(app, ["eval", "-c", str(config)])
     assert (
         res.exit_code == 2
-        and "bbii/snarks is a multiple_choice task; set task.kind: multiple_choice" in res.output
+        and "task.dataset 'bbii/snarks' is a multiple_choice dataset; set task.kind: multiple_choice"
+        in " ".join(res.output.split())
     )
     folder = choice_folder(tmp_path)
     (folder / "dev.jsonl").write_text(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_ROOT
 
 from hardprompts.algorithms.base import RunContext
 from hardprompts.config import load_config
@@ -343,8 +344,7 @@ def test_bad_inputs_are_one_clear_message(tmp_path):
 
 # ------------------------------------------------------------------------ presets on real data
 
-TST = Path(__import__("os").environ.get("HARDPROMPTS_TST_DIR", Path(__file__).resolve().parents[2]
-                                        / "shared" / "data" / "tst"))  # fmt: skip
+TST = DATA_ROOT / "tst"
 
 
 @pytest.fixture(scope="module")

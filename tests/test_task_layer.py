@@ -40,7 +40,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hardprompts"
 
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["hardprompts", "errors", "checkpoint", "progress"]),
+    ("base", ["hardprompts", "errors", "checkpoint", "progress", "datastore"]),
     ("config", ["config"]),
     (
         "utilities",
@@ -62,7 +62,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("policies", ["policy", "agent"]),
     ("algorithms", ["algorithms"]),
     ("loop", ["training"]),
-    ("apps", ["demo", "sweep", "sweep_ray", "report", "cli"]),
+    ("apps", ["demo", "sweep", "sweep_ray", "report", "cli", "cli_data"]),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ``hardprompts`` command line: eval, tune, demo, config, sweep, report.
+"""The ``hardprompts`` command line: eval, tune, demo, config, sweep, report, data.
 
 Configuration precedence everywhere: defaults < ``--config`` YAML < ``--set key.sub=value``.
 User errors print one message (no traceback) and exit with status 2; inputs (config, devices,
@@ -632,8 +632,10 @@ def report_cmd(
 
 
 from hardprompts.cli_cache import app as cache_app  # noqa: E402 - registered after the commands
+from hardprompts.cli_data import app as data_app  # noqa: E402  (the `data` sub-commands)
 
 app.add_typer(cache_app, name="cache")
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

@@ -132,8 +132,10 @@ class TaskConfig(Section):
     data_dir: str | None = Field(
         None,
         description=(
-            "Folder holding the preset datasets in the layout <dataset>/<split_seed>/{train,dev}.tsv "
-            "and <dataset>/test.tsv. Unset: $HARDPROMPTS_DATA_DIR, else ../shared/data/fsc."
+            "Folder holding the preset's files: the family folder (fsc/ with "
+            "<dataset>/<split_seed>/{train,dev}.tsv and <dataset>/test.tsv; tst/; ii/; bbii/) or "
+            "the root holding it. Unset: $HARDPROMPTS_DATA_DIR (a root holding fsc/ tst/ ii/ "
+            "bbii/), else the cache, else a download on first use (hardprompts data)."
         ),
     )
     split_seed: str | None = Field(
@@ -607,11 +609,11 @@ class Config(Section):
             return value
         if not isinstance(value, Mapping):
             raise ValueError("task must be a mapping of fields")
-        kind = value.get("kind", "classification")
+        kind = dataset_kind(value)
         task_cls = _lookup("task", kind)
         if task_cls is None:
             raise ValueError(f"unknown task kind {kind!r}; valid kinds: {', '.join(task_kinds())}")
-        return task_cls.model_validate(dict(value))
+        return task_cls.model_validate({**value, "kind": kind})
 
     @model_validator(mode="after")
     def _resolve_policy(self) -> Config:
@@ -625,6 +627,32 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field (the merged config saved with each run)."""
         return json.loads(self.model_dump_json())
+
+
+def dataset_kind(task: Mapping[str, Any]) -> str:
+    """The task family of a task section: ``task.kind``, else the one its dataset implies.
+
+    A preset dataset says its family (``ii/<task>``: generation; ``bbii/<task>``: from its
+    ``preferred_score``, read from the shipped data manifest; ``yelp-sentiment``/``shakespeare``:
+    style_transfer; the few-shot presets: classification). An explicit ``task.kind`` that
+    contradicts it is an error naming both. A folder or ``hf:`` dataset keeps ``task.kind``
+    (default classification).
+    """
+    from hardprompts.datastore import kind_of
+
+    dataset = task.get("dataset")
+    implied = None
+    if isinstance(dataset, str) and not Path(dataset).is_dir():
+        implied = kind_of(dataset)
+    kind = task.get("kind")
+    if kind is None:
+        return implied or "classification"
+    if implied is not None and kind != implied:
+        raise ValueError(
+            f"task.kind is {kind!r} but task.dataset {dataset!r} is a {implied} dataset; set "
+            f"task.kind: {implied} or remove task.kind (the dataset picks it)"
+        )
+    return kind
 
 
 def _parse_scalar(text: str) -> Any:
@@ -664,7 +692,11 @@ def _section_fields(path: tuple[Any, ...], data: Mapping[str, Any]) -> list[str]
             if part == "algorithm":
                 model = _ALGORITHMS.get(section.get("name"), AlgorithmConfig)
             else:
-                model = _TASKS.get(section.get("kind", "classification"), TaskConfig)
+                try:
+                    kind = dataset_kind(section)
+                except ValueError:
+                    kind = section.get("kind", "classification")
+                model = _TASKS.get(kind, TaskConfig)
             continue
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
