@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo eval test test-fast lint bench
+.PHONY: install demo eval test test-fast lint bench docs
 
 $(BIN)/hardprompts: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,7 @@ eval: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy    # src/ in mypy's default mode, the public API strictly (pyproject.toml)
 	$(BIN)/python -m pytest
 
 test-fast: install

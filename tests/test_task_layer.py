@@ -40,7 +40,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hardprompts"
 
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["hardprompts", "errors", "checkpoint", "progress"]),
+    ("base", ["_version", "errors", "checkpoint", "progress"]),
     ("config", ["config"]),
     (
         "utilities",
@@ -62,7 +62,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("policies", ["policy", "agent"]),
     ("algorithms", ["algorithms"]),
     ("loop", ["training"]),
+    ("api", ["api", "runs"]),  # the Python API: tune, evaluate, load_run
     ("apps", ["demo", "sweep", "sweep_ray", "report", "cli"]),
+    ("package", ["hardprompts"]),  # the package's face re-exports the API (lazily)
 ]
 
 

@@ -62,7 +62,7 @@ def import_ray():
 
 def _probe(path: str, token: str) -> dict[str, Any]:
     """On one node: can it read the driver's probe file and write beside it?"""
-    from hardprompts import __version__
+    from hardprompts._version import __version__
 
     info: dict[str, Any] = {"host": socket.gethostname(), "version": __version__, "error": None}
     probe = Path(path)
@@ -140,7 +140,7 @@ def _check_storage(ray, root: Path, cpus: float, gpus: float) -> None:
     """Every alive node with room for a cell reads a token the driver wrote and writes beside it."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from hardprompts import __version__
+    from hardprompts._version import __version__
 
     nodes = [
         n
