@@ -1,8 +1,8 @@
 """The Python API: build a config, tune a prompt, evaluate prompts, read a run.
 
-The command line is a thin shell over these functions: ``hardprompts tune`` calls :func:`tune`,
-``hardprompts eval`` calls :func:`evaluate`, ``hardprompts demo`` calls both. Every error a user
-can cause is a :class:`~hardprompts.errors.HardpromptsError` subclass with a message that says
+The command line is a thin shell over these functions: ``hardprompts tune`` calls `tune`,
+``hardprompts eval`` calls `evaluate`, ``hardprompts demo`` calls both. Every error a user
+can cause is a `hardprompts.errors.HardpromptsError` subclass with a message that says
 what to change; the command line prints the same message in one line.
 
 Example:
@@ -27,7 +27,7 @@ from hardprompts.runs import TuneResult
 
 __all__ = ["ConfigLike", "EvalReport", "evaluate", "make_config", "tune"]
 
-#: What :func:`tune` and :func:`evaluate` accept as a configuration: a :class:`Config`, the path
+#: What `tune` and `evaluate` accept as a configuration: a `Config`, the path
 #: of a YAML file, or a dict (nested sections, dotted keys, or both).
 ConfigLike = Config | str | Path | Mapping[str, Any]
 
@@ -63,7 +63,7 @@ def make_config(
     """Build and validate a configuration: defaults < ``source`` < ``overrides`` < ``sections``.
 
     Args:
-        source: a YAML file (path), a dict, or a :class:`Config` to start from; None for the
+        source: a YAML file (path), a dict, or a `Config` to start from; None for the
             defaults. A dict may nest sections (``{"train": {"steps": 5}}``) or use dotted keys
             (``{"train.steps": 5}``).
         overrides: dotted keys and Python values (``{"train.steps": 5}``), or ``KEY=VALUE``
@@ -72,10 +72,10 @@ def make_config(
             ``algorithm={"name": "pin"}`` or ``out_dir="runs/x"``; merged into what came before.
 
     Returns:
-        The validated :class:`Config`. Unknown fields, wrong types and bad combinations raise
-        :class:`~hardprompts.errors.ConfigError` naming the field.
+        The validated `Config`. Unknown fields, wrong types and bad combinations raise
+        `hardprompts.errors.ConfigError` naming the field.
 
-    Example:
+    Examples:
         >>> import hardprompts as hp
         >>> cfg = hp.make_config({"task.dataset": "sst-2"}, ["train.steps=50"], out_dir="runs/a")
         >>> cfg.task.dataset, cfg.train.steps, cfg.out_dir
@@ -164,7 +164,7 @@ def tune(
     ``checkpoint/``, ``config.json`` and ``result.json``. The best prompt is chosen on dev only.
 
     Args:
-        config: a :class:`Config`, a YAML path or a dict (see :func:`make_config`).
+        config: a `Config`, a YAML path or a dict (see `make_config`).
         resume: False starts a new run (a folder that holds one is an error); True continues the
             run in ``out_dir`` from its checkpoint; ``"auto"`` resumes when there is a checkpoint.
         progress: show a progress bar; None (default) shows it in a terminal, not in a notebook.
@@ -172,12 +172,12 @@ def tune(
             leave torch's setting as it is.
 
     Returns:
-        A :class:`~hardprompts.runs.TuneResult`: ``best_prompt``, ``tokens``, ``dev_score``,
+        A `hardprompts.runs.TuneResult`: ``best_prompt``, ``tokens``, ``dev_score``,
         ``test_score``, ``prompt_perplexity``, ``target_usage``, ``out_dir``, ``history`` and
-        ``curve(name)``. It keeps the run's target loaded: pass it to :func:`evaluate` to score
+        ``curve(name)``. It keeps the run's target loaded: pass it to `evaluate` to score
         more prompts without loading the models again.
 
-    Example:
+    Examples:
         >>> import hardprompts as hp
         >>> result = hp.tune("configs/sst2_pin.yaml", threads=1)  # doctest: +SKIP
         >>> result.best_prompt, result.test_score  # doctest: +SKIP
@@ -196,7 +196,7 @@ def tune(
 
 @dataclass(frozen=True)
 class EvalReport:
-    """Scores of prompts on one split, as :func:`evaluate` returns them.
+    """Scores of prompts on one split, as `evaluate` returns them.
 
     Attributes:
         rows: one dict per prompt: ``prompt`` and the task's metrics (``score``, ``n``,
@@ -209,11 +209,11 @@ class EvalReport:
         num_inputs: the number of inputs in the split.
         target: ``target.model``.
         info: what the task says about the split (``source`` file, its size, label words...).
-        target_usage: the work the target has done since it was loaded (with a :func:`tune`
+        target_usage: the work the target has done since it was loaded (with a `tune`
             result passed in, the training's work too).
         approximation: a note when some scores are approximate (chat endpoints), else None.
 
-    Example:
+    Examples:
         >>> report = hp.evaluate(cfg, ["It was", "All in all"])  # doctest: +SKIP
         >>> [(r["prompt"], r["score"]) for r in report.rows]  # doctest: +SKIP
         [('It was', 0.695), ('All in all', 0.62)]
@@ -271,8 +271,8 @@ def evaluate(
     """Score prompts on a split with the task's metrics.
 
     Args:
-        config: a :class:`Config`, a YAML path or a dict (see :func:`make_config`), or the result
-            of :func:`tune`, whose task and loaded target are reused.
+        config: a `Config`, a YAML path or a dict (see `make_config`), or the result
+            of `tune`, whose task and loaded target are reused.
         prompts: one prompt or several; ``""`` scores the bare template (the default).
         split: ``train``, ``dev`` or ``test``.
         outputs: also return, per prompt, one record per example (input, output, correct).
@@ -280,9 +280,9 @@ def evaluate(
         threads: CPU threads for torch: a number, ``"auto"``, or None to leave it as it is.
 
     Returns:
-        An :class:`EvalReport`: one row per prompt, in the order given.
+        An `EvalReport`: one row per prompt, in the order given.
 
-    Example:
+    Examples:
         >>> import hardprompts as hp
         >>> report = hp.evaluate("configs/sst2_builtin_eval.yaml", ["It was"])  # doctest: +SKIP
         >>> report.rows[0]["accuracy"]  # doctest: +SKIP

@@ -1,10 +1,10 @@
 """Reading a run folder: its result, its metrics history, its config, and resuming it.
 
-A run folder (the ``out_dir`` of ``hardprompts tune``, of :func:`hardprompts.tune`, of a sweep
+A run folder (the ``out_dir`` of ``hardprompts tune``, of `hardprompts.tune`, of a sweep
 cell or of the demo) holds ``config.json`` (the merged config, written when the run starts),
 ``metrics.jsonl`` (one line per step), ``checkpoint/`` (while and after it trains) and, once it has
-finished, ``result.json``. :func:`load_run` reads those files, and nothing else, into a
-:class:`Run`; :class:`TuneResult` is the typed view of one ``result.json``. This module loads no
+finished, ``result.json``. `load_run` reads those files, and nothing else, into a
+`Run`; `TuneResult` is the typed view of one ``result.json``. This module loads no
 model, so tools that only read runs (reports, notebooks) stay fast.
 """
 
@@ -31,7 +31,7 @@ def read_history(path: str | Path) -> list[MetricsRow]:
 
     A missing file is an empty history.
 
-    Example:
+    Examples:
         >>> read_history("runs/does-not-exist/metrics.jsonl")
         []
     """
@@ -78,10 +78,10 @@ class TuneResult:
         wall_seconds: training time.
         target_usage: the work the target did (requests, scored pairs, cache hits, tokens).
         out_dir: the run folder.
-        history: the rows of ``metrics.jsonl`` (see :meth:`curve`).
+        history: the rows of ``metrics.jsonl`` (see `curve`).
         raw: the whole ``result.json`` (every dev_* and test_* metric, the merged config).
 
-    Example:
+    Examples:
         >>> r = load_run("runs/sst2-pin").result  # doctest: +SKIP
         >>> r.best_prompt, r.test_score, r.curve("dev/accuracy")[-1]  # doctest: +SKIP
         ('the food was good,', 0.85, (300, 0.84375))
@@ -141,7 +141,7 @@ class TuneResult:
 
     def curve(self, name: str) -> list[tuple[int, float]]:
         """``(step, value)`` of one logged value, e.g. ``dev/accuracy`` or ``charts/mean_reward``;
-        :meth:`curve_names` lists them."""
+        `curve_names` lists them."""
         return _curve(self.history, name)
 
     def curve_names(self) -> list[str]:
@@ -180,7 +180,7 @@ def _checkpoint_step(folder: Path) -> int | None:
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder as :func:`load_run` read it.
+    """A run folder as `load_run` read it.
 
     Attributes:
         folder: the run folder.
@@ -189,7 +189,7 @@ class Run:
         result: the result when the run has finished, else None.
         checkpoint_step: the step of its latest checkpoint (None without one).
 
-    Example:
+    Examples:
         >>> run = load_run("runs/sst2-pin")  # doctest: +SKIP
         >>> run.finished, run.step  # doctest: +SKIP
         (False, 150)
@@ -226,7 +226,7 @@ class Run:
         return _curve_names(self.history)
 
     def to_config(self) -> Config:
-        """The run's configuration as a validated :class:`~hardprompts.config.Config`, with
+        """The run's configuration as a validated `hardprompts.config.Config`, with
         ``out_dir`` set to this folder (so a moved or copied folder resumes in place)."""
         from hardprompts.config import config_from_dict
 
@@ -242,7 +242,7 @@ class Run:
         """Continue the run from its checkpoint to its ``train.steps`` (or ``steps``, which may
         extend a finished run) and return the result; the same as ``hardprompts tune --resume``.
 
-        Example:
+        Examples:
             >>> load_run("runs/sst2-pin").resume(steps=600)  # doctest: +SKIP
         """
         from hardprompts.api import tune
@@ -262,9 +262,9 @@ def load_run(folder: str | Path) -> Run:
     """Read a finished or interrupted run folder: its result (if finished), metrics, config.
 
     Nothing is loaded but the folder's JSON files. A folder that is not a run (no
-    ``config.json`` and no ``result.json``) is a :class:`~hardprompts.errors.DataError`.
+    ``config.json`` and no ``result.json``) is a `hardprompts.errors.DataError`.
 
-    Example:
+    Examples:
         >>> run = load_run("runs/sst2-pin")  # doctest: +SKIP
         >>> run.result.best_prompt if run.finished else run.step  # doctest: +SKIP
         'the food was good,'
