@@ -165,3 +165,15 @@ def test_load_run_errors(tmp_path):
     assert not run.finished and not run.resumable and run.history == []
     with pytest.raises(hp.CheckpointError, match="holds no checkpoint"):
         run.resume()
+
+
+def test_docstring_examples_run():
+    """The examples in the public docstrings (those not marked +SKIP: they need a real run)."""
+    import doctest
+
+    import hardprompts.api
+    import hardprompts.runs
+
+    for module in (hardprompts.api, hardprompts.runs):
+        failed, attempted = doctest.testmod(module, extraglobs={"hp": hp})
+        assert failed == 0 and attempted > 0, module.__name__
