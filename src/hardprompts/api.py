@@ -72,8 +72,11 @@ def make_config(
             ``algorithm={"name": "pin"}`` or ``out_dir="runs/x"``; merged into what came before.
 
     Returns:
-        The validated `Config`. Unknown fields, wrong types and bad combinations raise
-        `hardprompts.errors.ConfigError` naming the field.
+        The validated `Config`.
+
+    Raises:
+        ConfigError: an unknown field, a wrong type or a bad combination (the message names the
+            field and the fix), or a file that is missing or not YAML.
 
     Examples:
         >>> import hardprompts as hp
@@ -172,10 +175,15 @@ def tune(
             leave torch's setting as it is.
 
     Returns:
-        A `hardprompts.runs.TuneResult`: ``best_prompt``, ``tokens``, ``dev_score``,
-        ``test_score``, ``prompt_perplexity``, ``target_usage``, ``out_dir``, ``history`` and
-        ``curve(name)``. It keeps the run's target loaded: pass it to `evaluate` to score
-        more prompts without loading the models again.
+        TuneResult: ``best_prompt``, ``tokens``, ``dev_score``, ``test_score``,
+            ``prompt_perplexity``, ``target_usage``, ``out_dir``, ``history`` and ``curve(name)``.
+            It keeps the run's target loaded: pass it to `evaluate` to score more prompts
+            without loading the models again.
+
+    Raises:
+        HardpromptsError: a bad config, data, model or output folder (`ConfigError`, `DataError`,
+            `ModelLoadError`, ...), before anything is written; `CheckpointError` for a damaged
+            checkpoint with nothing to fall back on.
 
     Examples:
         >>> import hardprompts as hp
@@ -280,7 +288,7 @@ def evaluate(
         threads: CPU threads for torch: a number, ``"auto"``, or None to leave it as it is.
 
     Returns:
-        An `EvalReport`: one row per prompt, in the order given.
+        EvalReport: one row per prompt, in the order given.
 
     Examples:
         >>> import hardprompts as hp
