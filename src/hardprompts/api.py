@@ -175,7 +175,7 @@ def tune(
             leave torch's setting as it is.
 
     Returns:
-        TuneResult: ``best_prompt``, ``tokens``, ``dev_score``, ``test_score``,
+        The run's `TuneResult`: ``best_prompt``, ``tokens``, ``dev_score``, ``test_score``,
             ``prompt_perplexity``, ``target_usage``, ``out_dir``, ``history`` and ``curve(name)``.
             It keeps the run's target loaded: pass it to `evaluate` to score more prompts
             without loading the models again.
@@ -288,7 +288,7 @@ def evaluate(
         threads: CPU threads for torch: a number, ``"auto"``, or None to leave it as it is.
 
     Returns:
-        EvalReport: one row per prompt, in the order given.
+        An `EvalReport`: one row per prompt, in the order given.
 
     Examples:
         >>> import hardprompts as hp
