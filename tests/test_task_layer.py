@@ -139,7 +139,12 @@ def test_config_imports_nothing_above_it_and_algorithms_load_on_first_use():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = json.loads(out.stdout.splitlines()[-1])
-    assert before == ["hardprompts", "hardprompts.config", "hardprompts.errors"]
+    assert before == [
+        "hardprompts",
+        "hardprompts._version",
+        "hardprompts.config",
+        "hardprompts.errors",
+    ]
     assert "hardprompts.algorithms.pez" in after and "hardprompts.algorithms.appo" not in after
 
 
