@@ -521,7 +521,7 @@ def sweep_cmd(
         str,
         typer.Option(
             help="local: cells one after another in this process; ray: every cell a Ray task, "
-            'in parallel (pip install "hardprompts[ray]"; README, Scaling out).'
+            'in parallel (pip install "hardprompts[ray]"; docs/guides/ray.md).'
         ),
     ] = "local",
     address: Annotated[

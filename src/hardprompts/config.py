@@ -2,7 +2,7 @@
 
 One :class:`Config` holds a section per layer (task, target, policy, algorithm, train). Each
 field's description says what it does and where its default comes from; these descriptions are
-the configuration reference (``hardprompts config --help`` and the README print them).
+the configuration reference (``hardprompts config --fields`` and the docs site print them).
 
 Two sections are polymorphic: ``algorithm.name`` picks a config class registered by the
 algorithm's own module (:func:`register_algorithm`), and ``task.kind`` picks a task family's config

@@ -131,7 +131,7 @@ def _connect(ray, address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(
             f"--address {address}: could not connect to a Ray cluster ({exc}); start one with "
-            "`ray start --head` (see README, Scaling out) or leave --address out for a local Ray"
+            "`ray start --head` (see docs/guides/ray.md) or leave --address out for a local Ray"
         ) from None
     return True
 
