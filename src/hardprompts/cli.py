@@ -144,14 +144,10 @@ def eval_cmd(
 ) -> None:
     """Score prompts (or the bare template) on a split with the task's metrics: score (the task
     metric), n, seconds; classification and multiple choice also accuracy."""
+    from hardprompts.api import evaluate
     from hardprompts.checkpoint import atomic_write_json, atomic_write_text
-    from hardprompts.errors import ConfigError
-    from hardprompts.progress import CountProgress
-    from hardprompts.runtime import threads as use_threads
-    from hardprompts.tasks import build_task
-    from hardprompts.training import target_usage, usage_report
 
-    cfg = _checked(_load(config, set_))
+    cfg = _load(config, set_)
     if output is not None:
         _check_output_file(output)
     if outputs is not None:
@@ -161,68 +157,49 @@ def eval_cmd(
         prompts += _read_prompt_file(prompt_file)
     if not prompts:
         prompts = [""]  # the bare template
-    with use_threads(threads, cfg):
-        task = build_task(cfg)
-        n = task.num_inputs(split)
-        if outputs is not None and not hasattr(task, "evaluate_with_outputs"):
-            raise ConfigError(f"task.kind {cfg.task.kind!r} does not write per-example --outputs")
-        results, records = [], []
-        with CountProgress(len(prompts) * n, f"scoring {split}", enabled=not as_json) as bar:
-            for p in prompts:  # one prompt at a time, so that `seconds` is that prompt's own time
-                if outputs is None:
-                    results += task.evaluate([p], split, progress=bar.advance)
-                else:
-                    got, per_prompt = task.evaluate_with_outputs([p], split, progress=bar.advance)
-                    results += got
-                    records += per_prompt
-    if outputs is not None:
+    scored = evaluate(
+        cfg,
+        prompts,
+        split=split,
+        outputs=outputs is not None,
+        progress=not as_json,
+        threads=threads,
+    )
+    if scored.outputs is not None and outputs is not None:
         lines = [
             json.dumps({"prompt": p, **record}, ensure_ascii=False)
-            for p, per_prompt in zip(prompts, records, strict=True)
+            for p, per_prompt in zip(prompts, scored.outputs, strict=True)
             for record in per_prompt
         ]
         atomic_write_text(outputs, "\n".join(lines) + "\n")
-    described = task.describe(split)
-    _warn_absent_classes(results[0].metrics, described, split)
-    report = {
-        "dataset": cfg.task.dataset,
-        "split": split,
-        "source": described.pop("source"),
-        "target": cfg.target.model,
-        **described,
-        "results": [r.to_dict() for r in results],
-        **usage_report(task),
-    }
+    metrics = [{k: v for k, v in row.items() if k != "prompt"} for row in scored.rows]
+    described = dict(scored.info)
+    described.pop("source", None)
+    _warn_absent_classes(metrics[0], scored.info, split)
+    report = scored.to_dict()
+    n = scored.num_inputs
     if output is not None:
         atomic_write_json(output, report)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     table = Table(title=f"{cfg.task.dataset} {split} ({n} examples) on {cfg.target.model}")
-    columns = list(results[0].metrics)
-    same = [
-        k
-        for k in columns
-        if k != "score" and all(r.metrics[k] == r.metrics.get("score") for r in results)
-    ]
+    columns = list(metrics[0])
+    same = [k for k in columns if k != "score" and all(m[k] == m.get("score") for m in metrics)]
     if same:  # the score is another column (classification, multiple choice: accuracy)
         columns.remove("score")
         described = {**described, "score": same[0]}
     table.add_column("prompt", justify="left")
     for col in columns:
         table.add_column(col.replace("_", " ").replace("per class", "per-class"), justify="right")
-    for r in results:
-        table.add_row(
-            repr(r.prompt) if r.prompt else "(bare template)",
-            *(_cell(r.metrics[col]) for col in columns),
-        )
+    for p, m in zip(prompts, metrics, strict=True):
+        table.add_row(repr(p) if p else "(bare template)", *(_cell(m[col]) for col in columns))
     out.print(table)
     out.print(", ".join(f"{k} {v!r}" for k, v in described.items()))
-    usage = usage_report(task)
-    if usage["target_usage"]["pairs"]:
-        out.print(f"target work: {target_usage(task).summary()}")
-    if "approximation" in usage:
-        out.print(f"[yellow]note:[/] {usage['approximation']}")
+    if scored.target_usage.get("pairs"):
+        out.print(f"target work: {scored.usage_summary()}")
+    if scored.approximation is not None:
+        out.print(f"[yellow]note:[/] {scored.approximation}")
     for path in (output, outputs):
         if path is not None:
             out.print(f"wrote {path}")
@@ -271,13 +248,11 @@ def tune_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Optimise a prompt with algorithm.name; writes metrics.jsonl, TensorBoard events, result.json."""
-    from hardprompts.runtime import threads as use_threads
-    from hardprompts.training import run
+    from hardprompts.api import tune
 
     extra = [f"out_dir={out_dir}"] if out_dir is not None else []
-    cfg = _checked(_load(config, set_, extra))
-    with use_threads(threads, cfg):
-        result = run(cfg, resume=resume)
+    cfg = _load(config, set_, extra)
+    result = tune(cfg, resume=resume, progress=True, threads=threads).to_dict()
     out.print(f"[bold]method[/] {result['method']}  [bold]best prompt[/] {result['best_prompt']!r}")
     out.print(f"tokens {result['tokens']}")
     scores = [  # the task's dev_* and test_* scores (classification: accuracy, gap reward)
@@ -546,7 +521,7 @@ def sweep_cmd(
         str,
         typer.Option(
             help="local: cells one after another in this process; ray: every cell a Ray task, "
-            'in parallel (pip install "hardprompts[ray]"; README, Scaling out).'
+            'in parallel (pip install "hardprompts[ray]"; docs/guides/ray.md).'
         ),
     ] = "local",
     address: Annotated[

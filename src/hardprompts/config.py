@@ -2,7 +2,7 @@
 
 One :class:`Config` holds a section per layer (task, target, policy, algorithm, train). Each
 field's description says what it does and where its default comes from; these descriptions are
-the configuration reference (``hardprompts config --help`` and the README print them).
+the configuration reference (``hardprompts config --fields`` and the docs site print them).
 
 Two sections are polymorphic: ``algorithm.name`` picks a config class registered by the
 algorithm's own module (:func:`register_algorithm`), and ``task.kind`` picks a task family's config
@@ -59,6 +59,7 @@ __all__ = [
     "apply_overrides",
     "identity_changes",
     "load_config",
+    "read_config_file",
     "register_algorithm",
     "register_task_config",
     "task_config_class",
@@ -741,27 +742,30 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> Config:
         raise ConfigError(_format_validation_error(err, data, source)) from None
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The nested dict of a YAML config file, not yet validated (:func:`config_from_dict` does)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (pass an existing YAML file to --config)")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(not_utf8(path, exc, "save the config as UTF-8")) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (task:, target:, ...)"
+        )
+    return loaded or {}
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Load a YAML config file (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"config file not found: {path} (pass an existing YAML file to --config)"
-            )
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(not_utf8(path, exc, "save the config as UTF-8")) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: the top level must be a mapping of sections (task:, target:, ...)"
-            )
-        data = loaded or {}
+        data = read_config_file(path)
         source = str(path)
     overrides = list(overrides)
     if overrides:

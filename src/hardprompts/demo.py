@@ -147,16 +147,17 @@ def style_demo_config(
 
 def run_style_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune a style-transfer prompt, score the manual prompt on test, draw the curves."""
+    from hardprompts.api import evaluate, tune
     from hardprompts.plots import plot_training_curves
-    from hardprompts.training import run_with_context
 
-    result, ctx = run_with_context(config, resume=resume)
+    tuned = tune(config, resume=resume, progress=True, threads=None)
+    result = tuned.to_dict()
     out_dir = Path(config.out_dir)
     split = "test" if result.get("test_reward") is not None else "dev"
-    manual = ctx.task.evaluate([MANUAL_STYLE_PROMPT], split)[0]
+    manual = evaluate(tuned, MANUAL_STYLE_PROMPT, split=split, progress=False, threads=None)
     result.update(
         manual_prompt=MANUAL_STYLE_PROMPT,
-        manual=manual.metrics,
+        manual={k: v for k, v in manual.rows[0].items() if k != "prompt"},
         compared_on=split,
         tuned={k.removeprefix(f"{split}_"): v for k, v in result.items()
                if k.startswith(f"{split}_")},
@@ -181,19 +182,20 @@ def dataset_label(config: Config) -> str:
 
 def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune, then score the manual prompt on test and draw the curves; returns the extended result."""
+    from hardprompts.api import evaluate, tune
     from hardprompts.plots import plot_training_curves
-    from hardprompts.training import run_with_context
 
-    result, ctx = run_with_context(config, resume=resume)
+    tuned = tune(config, resume=resume, progress=True, threads=None)
+    result = tuned.to_dict()
     out_dir = Path(config.out_dir)
     if result["test_accuracy"] is not None:  # the loop already scored the tuned prompt on test
         split, tuned_accuracy = "test", result["test_accuracy"]
     else:  # a dataset without a test split (yelp-2): compare on dev, and say so
         split, tuned_accuracy = "dev", result["dev_accuracy"]
-    manual = ctx.task.evaluate([MANUAL_PROMPT], split)[0]
+    manual = evaluate(tuned, MANUAL_PROMPT, split=split, progress=False, threads=None).rows[0]
     result.update(
         manual_prompt=MANUAL_PROMPT,
-        manual_accuracy=manual.metrics["accuracy"],
+        manual_accuracy=manual["accuracy"],
         compared_on=split,
         tuned_accuracy=tuned_accuracy,
         curves_png=str(out_dir / "curves.png"),

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from hardprompts import __version__
+from hardprompts._version import __version__
 from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.checkpoint import (
     atomic_write_json,

@@ -8,8 +8,8 @@
 A new family is a module here that defines a config class (registered with
 :func:`hardprompts.config.register_task_config`) and a task class registered with
 :func:`register_task`, and one line in :data:`hardprompts.config.BUILTIN_PLUGINS` naming the
-module, which a config with that ``task.kind`` imports (registering both). The README's
-Development section has the layering; ``tests/test_task_layer.py`` a toy family to copy.
+module, which a config with that ``task.kind`` imports (registering both). The docs page
+reference/architecture.md has the layering; ``tests/test_task_layer.py`` a toy family to copy.
 """
 
 from hardprompts.tasks import classification  # noqa: F401  (registers "classification")
