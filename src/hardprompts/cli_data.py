@@ -50,7 +50,7 @@ def _user_errors(fn):
 @_user_errors
 def list_cmd() -> None:
     """Every dataset the presets know: family, source, licence, size, and where it is present."""
-    from hardprompts import datastore
+    import hardprompts.datastore as datastore
 
     table = Table(box=None, pad_edge=False)
     for column in ("dataset", "kind", "source", "licence", "size", "present"):
@@ -82,7 +82,7 @@ def fetch_cmd(
     mirror: MirrorOpt = None,
 ) -> None:
     """Download datasets into the cache, each file checked against the manifest's SHA-256."""
-    from hardprompts import datastore
+    import hardprompts.datastore as datastore
 
     if all_ == bool(names):
         raise DataError(
@@ -113,7 +113,7 @@ def verify_cmd(
     ] = None,
 ) -> None:
     """Check the SHA-256 of every file of the datasets found (exit 1 if one is altered)."""
-    from hardprompts import datastore
+    import hardprompts.datastore as datastore
 
     chosen = datastore.select(names) if names else list(datastore.datasets().values())
     bad = checked = 0
@@ -141,7 +141,7 @@ def verify_cmd(
 @_user_errors
 def path_cmd(name: Annotated[str, typer.Argument(help="A dataset, e.g. sst-2 or bbii/snarks.")]):
     """Print the folder a preset's files are read from (fsc/, tst/, ii/ or bbii/ of it)."""
-    from hardprompts import datastore
+    import hardprompts.datastore as datastore
 
     ds = datastore.dataset(name)
     folder = datastore.find(ds)
