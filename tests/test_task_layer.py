@@ -143,6 +143,7 @@ def test_config_imports_nothing_above_it_and_algorithms_load_on_first_use():
         "hardprompts",
         "hardprompts._version",
         "hardprompts.config",
+        "hardprompts.datastore",  # light: the dataset's task kind, read from the manifest
         "hardprompts.errors",
     ]
     assert "hardprompts.algorithms.pez" in after and "hardprompts.algorithms.appo" not in after
