@@ -98,7 +98,7 @@ def test_a_run_writes_its_test_outputs_and_visited_prompts(demo_runs):
 def test_the_page_is_self_contained_and_caps_big_tables(demo_runs, tmp_path):
     pin, _ = demo_runs
     html = render_html([pin])
-    assert "<script src" not in html and "<link rel=\"stylesheet\"" not in html
+    assert "<script src" not in html and '<link rel="stylesheet"' not in html
     assert html.count("Plotly.newPlot") >= 2  # reward and dev curves
     # a run with more outputs than a table keeps
     big = tmp_path / "big"
@@ -109,7 +109,10 @@ def test_the_page_is_self_contained_and_caps_big_tables(demo_runs, tmp_path):
             for i in range(MAX_ROWS + 1234)]  # fmt: skip
     (big / "outputs_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     html = render_html([big])
-    assert f"This file keeps the first {MAX_ROWS} of {MAX_ROWS + 1234} rows: 1234 rows were left out" in html
+    assert (
+        f"This file keeps the first {MAX_ROWS} of {MAX_ROWS + 1234} rows: 1234 rows were left out"
+        in html
+    )
     island = html.split('id="run-outputs"')[1].split('class="hp-table-data">')[1]
     data = json.loads(island.split("</script>")[0])
     assert len(data["rows"]) == MAX_ROWS and data["total"] == MAX_ROWS + 1234

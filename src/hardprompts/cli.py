@@ -636,7 +636,9 @@ def report_cmd(
     ] = False,
     out_file: Annotated[
         Path | None,
-        typer.Option("--out", help="With --html: the page's path (default: FIRST_PATH/report.html)."),
+        typer.Option(
+            "--out", help="With --html: the page's path (default: FIRST_PATH/report.html)."
+        ),
     ] = None,
 ) -> None:
     """Summarise a sweep: report.md, report.csv and the accuracy-perplexity plot tradeoff.png.

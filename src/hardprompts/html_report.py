@@ -112,7 +112,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _table(table_id: str, columns: list[tuple[str, str, str]], rows: list[dict], caption: str = "") -> Table:
+def _table(
+    table_id: str, columns: list[tuple[str, str, str]], rows: list[dict], caption: str = ""
+) -> Table:
     return Table(
         id=table_id,
         columns=[{"key": k, "label": label, "type": t} for k, label, t in columns],
@@ -280,8 +282,7 @@ def _metrics_table(run: RunFolder, anchor: str) -> Table:
     """Every dev_/test_ number of result.json, one row per metric."""
     r = run.result
     names = sorted(
-        {k.split("_", 1)[1] for k in r if k.startswith(("dev_", "test_"))}
-        - {"examples"}
+        {k.split("_", 1)[1] for k in r if k.startswith(("dev_", "test_"))} - {"examples"}
     )
     rows = []
     for name in names:
@@ -353,6 +354,15 @@ def _outputs_table(run: RunFolder, anchor: str) -> Table | None:
     return _table(f"{anchor}-outputs", columns, rows, caption)
 
 
+def _dataset_label(dataset: str) -> str:
+    """A dataset as a title names it: a preset as it is, a folder by its name."""
+    from hardprompts.demo import DEMO_DATA
+
+    if Path(dataset) == DEMO_DATA:
+        return "demo reviews"
+    return Path(dataset).name if Path(dataset).is_absolute() else dataset
+
+
 def _headline(run: RunFolder) -> list[tuple[str, str]]:
     """The numbers under the best prompt: dev and test score, the manual prompt's, perplexity."""
     r, score = run.result, run.score_name
@@ -382,7 +392,7 @@ def run_view(run: RunFolder, anchor: str = "run") -> RunView:
         notes.append("metrics.jsonl records no dev/prompt (a run from before it was recorded).")
     return RunView(
         anchor=anchor,
-        title=f"{run.method} on {_dotted(config, 'task.dataset') or '?'}",
+        title=f"{run.method} on {_dataset_label(str(_dotted(config, 'task.dataset') or '?'))}",
         path=str(run.path),
         score=score,
         settings=settings,
@@ -520,7 +530,10 @@ def _compare_context(runs: list[RunFolder]) -> dict[str, Any]:
     if len(keys) > 1:
         raise DataError(
             "a comparison needs runs of one task (same task.kind and task.dataset); got "
-            + "; ".join(f"{r.path}: {k}/{d}" for r, (k, d) in zip(runs, [r.task_key for r in runs], strict=True))
+            + "; ".join(
+                f"{r.path}: {k}/{d}"
+                for r, (k, d) in zip(runs, [r.task_key for r in runs], strict=True)
+            )
         )
     scores = {r.score_name for r in runs}
     if len(scores) > 1:
@@ -605,7 +618,10 @@ def _compare_outputs(runs: list[RunFolder]) -> Table | None:
         columns.append(("gold", "gold", "text"))
     for i, r in enumerate(have):
         label = _label(r, runs.index(r))
-        columns += [(f"output_{i}", f"output {label}", "text"), (f"judge_{i}", judge_name, judge_type)]
+        columns += [
+            (f"output_{i}", f"output {label}", "text"),
+            (f"judge_{i}", judge_name, judge_type),
+        ]
     caption = "Outputs of each run's best prompt on the same test inputs; differing rows first."
     return _table("compare-outputs", columns, rows, caption)
 

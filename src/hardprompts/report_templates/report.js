@@ -146,5 +146,7 @@
     d.addEventListener("toggle", function () { if (d.open) resizePlots(d); });
   });
   window.addEventListener("hashchange", showCell);
+  // Each plot was drawn as its <div> was parsed, before the grid around it was complete.
+  resizePlots(document);
   showCell();
 })();
