@@ -108,7 +108,10 @@ def test_the_page_is_self_contained_and_caps_big_tables(demo_runs, tmp_path):
     rows = [{"input": f"x{i}", "output": "great", "gold": "great", "correct": i != 7}
             for i in range(MAX_ROWS + 1234)]  # fmt: skip
     (big / "outputs_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = json.loads((pin / "result.json").read_text())
+    (big / "result.json").write_text(json.dumps({**result, "best_prompt": "<b>x</b> & y"}))
     html = render_html([big])
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in html and "<b>x</b>" not in html  # escaped
     assert (
         f"This file keeps the first {MAX_ROWS} of {MAX_ROWS + 1234} rows: 1234 rows were left out"
         in html

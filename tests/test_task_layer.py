@@ -62,7 +62,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("policies", ["policy", "agent"]),
     ("algorithms", ["algorithms"]),
     ("loop", ["training"]),
-    ("apps", ["demo", "sweep", "sweep_ray", "report", "cli"]),
+    ("apps", ["demo", "sweep", "sweep_ray", "report", "runfolder", "html_report", "cli"]),
 ]
 
 

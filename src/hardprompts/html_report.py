@@ -610,7 +610,14 @@ def _compare_outputs(runs: list[RunFolder]) -> Table | None:
             outs.append(other.get("output"))
         row["differ"] = len({json.dumps(o) for o in outs}) > 1
         rows.append(row)
-    rows.sort(key=lambda r: (not r["differ"], _worst_first({"correct": r.get("judge_0")})))
+
+    def order(row: dict[str, Any]) -> tuple:
+        judge = row.get("judge_0")  # run 1's judgement: correct (bool) or reward
+        return (not row["differ"], _worst_first(
+            {"correct": judge} if isinstance(judge, bool) else {"reward": judge}
+        ))  # fmt: skip
+
+    rows.sort(key=order)
     judge_type = "bool" if isinstance(rows[0].get("judge_0") if rows else None, bool) else "num"
     judge_name = "correct" if judge_type == "bool" else "reward"
     columns = [("n", "#", "num"), ("differ", "differ", "bool"), ("input", "input", "text")]
