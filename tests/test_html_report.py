@@ -105,6 +105,11 @@ def test_the_page_is_self_contained_and_caps_big_tables(demo_runs, tmp_path):
     big.mkdir()
     for name in ("result.json", "metrics.jsonl", "visited_prompts.json"):
         (big / name).write_text((pin / name).read_text())
+    appo = [{"step": 1, "charts/kl_anchor": 0.1, "anchor/event": 1.0},
+            {"step": 2, "charts/kl_anchor": 0.2, "anchor/event": -1.0,
+             "charts/policy_support": 2.5}]  # fmt: skip
+    with (big / "metrics.jsonl").open("a") as fh:
+        fh.write("".join(json.dumps(m) + "\n" for m in appo))
     rows = [{"input": f"x{i}", "output": "great", "gold": "great", "correct": i != 7}
             for i in range(MAX_ROWS + 1234)]  # fmt: skip
     (big / "outputs_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -112,6 +117,8 @@ def test_the_page_is_self_contained_and_caps_big_tables(demo_runs, tmp_path):
     (big / "result.json").write_text(json.dumps({**result, "best_prompt": "<b>x</b> & y"}))
     html = render_html([big])
     assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in html and "<b>x</b>" not in html  # escaped
+    assert "APPO: KL to the anchor" in html and "anchor rollback" in html
+    assert "Policy: entropy and support" in html  # PIN's and RLPrompt's charts/policy_support
     assert (
         f"This file keeps the first {MAX_ROWS} of {MAX_ROWS + 1234} rows: 1234 rows were left out"
         in html

@@ -217,7 +217,7 @@ def _run_plots(run: RunFolder, anchor: str) -> list[str]:
         fig = go.Figure()
         for key in support:
             fig.add_scatter(x=_series(rows, key)[0], y=_series(rows, key)[1], name=key)
-        fig.update_layout(title="Policy entropy / support", xaxis_title="step")
+        fig.update_layout(title="Policy: entropy and support", xaxis_title="step")
         plots.append(_figure_html(fig, f"{anchor}-policy"))
     kls = [k for k in ("charts/kl_anchor", "charts/approx_kl") if any(k in r for r in rows)]
     events = [r for r in rows if r.get("anchor/event") in (1.0, -1.0)]
