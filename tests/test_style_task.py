@@ -212,6 +212,7 @@ def test_evaluation_picks_the_best_output_and_reports_metrics():
     assert records[0][0] == {
         "input": "the food was terrible today",
         "output": "the food was great today",
+        "gold": "the food was great today",
         "content": pytest.approx(80.0),  # 4 of the 5 source words kept
         "style": pytest.approx(90.0),
         "reward": pytest.approx(85.0),

@@ -596,13 +596,44 @@ def sweep_cmd(
 @app.command("report")
 @user_errors
 def report_cmd(
-    sweep_dir: Annotated[Path, typer.Argument(help="The --out folder of `hardprompts sweep`.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The --out folder of `hardprompts sweep`; with --html also one run folder, or "
+            "several run folders of one task to compare."
+        ),
+    ],
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html", help="Write one self-contained report.html (run, sweep or comparison page)."
+        ),
+    ] = False,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="With --html: the page's path (default: FIRST_PATH/report.html)."
+        ),
+    ] = None,
 ) -> None:
-    """Summarise a sweep: report.md, report.csv and the accuracy-perplexity plot tradeoff.png."""
+    """Summarise a sweep: report.md, report.csv and the accuracy-perplexity plot tradeoff.png.
+    With --html: one page of a run, a sweep or a comparison of runs (docs/guides/reports.md)."""
+    from hardprompts.errors import ConfigError
+
+    if html:
+        from hardprompts.html_report import write_html_report
+
+        out.print(f"wrote {write_html_report(paths, out_file)}")
+        return
+    if len(paths) != 1 or out_file is not None:
+        raise ConfigError(
+            "without --html, report takes one sweep folder and no --out; add --html for a page "
+            "of runs or a comparison"
+        )
     from hardprompts.report import write_report
 
-    paths = write_report(sweep_dir)
-    for path in paths.values():
+    paths_written = write_report(paths[0])
+    for path in paths_written.values():
         out.print(f"wrote {path}")
 
 

@@ -14,7 +14,11 @@ everything else, once:
   (:func:`hardprompts.config.identity_changes`; a moved folder still resumes), and falls back, saying
   so, to the previous checkpoint when the latest one is damaged;
 * the final ``result.json``: best prompt, its tokens, the task's dev and test fields
-  (``task.report_fields``: accuracy for classification), prompt perplexity.
+  (``task.report_fields``: accuracy for classification), prompt perplexity;
+* beside it, for ``hardprompts report --html``: ``outputs_test.jsonl`` (what the target wrote
+  for each test input under the best prompt, from the task's ``evaluate_with_outputs``) and
+  ``visited_prompts.json`` (the perplexity of the prompts that won a dev evaluation, logged as
+  ``dev/prompt`` in ``metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -45,9 +49,13 @@ from hardprompts.config import Config, identity_changes
 from hardprompts.errors import CheckpointError, ConfigError, DataError
 from hardprompts.metrics import prompt_perplexity
 from hardprompts.targets.usage import TargetUsage
-from hardprompts.tasks import EvalResult, PromptTask, build_task
+from hardprompts.tasks import EvalResult, PromptTask, build_task, evaluate_with_outputs
 
 __all__ = ["Algorithm", "RunContext", "run", "run_with_context", "seed_everything"]
+
+#: Most distinct dev-winning prompts whose perplexity ``visited_prompts.json`` records (the best
+#: by dev score first), so that a long run's ending stays quick.
+MAX_VISITED_PERPLEXITIES = 256
 
 
 def seed_everything(seed: int) -> None:
@@ -264,6 +272,7 @@ def run_with_context(
                 if done % config.train.eval_every == 0 or done == steps:
                     results = task.evaluate(algo.eval_prompts(), "dev")
                     top = max(results, key=lambda r: (r.score, r.tiebreak))
+                    values["dev/prompt"] = top.prompt  # the prompts visited over time (report)
                     values[f"dev/{score}"] = top.score
                     values[f"dev/{tiebreak}"] = top.tiebreak
                     best = loop["best"]
@@ -283,7 +292,7 @@ def run_with_context(
     finally:
         logger.close()
 
-    result = _finish(config, algo, task, loop, time.perf_counter() - started)
+    result = _finish(config, algo, task, loop, time.perf_counter() - started, out_dir)
     atomic_write_json(out_dir / "result.json", result)
     return result, ctx
 
@@ -315,17 +324,47 @@ def usage_report(task: Any) -> dict[str, Any]:
     return out
 
 
+def _write_outputs(path: Path, records: list[dict[str, Any]]) -> None:
+    """One JSON line per test example of the best prompt (input, output, gold, judgement)."""
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _visited_perplexities(
+    metrics_path: Path, score_key: str, judge: tuple[Any, Any] | None
+) -> dict[str, Any]:
+    """``visited_prompts.json``: the perplexity of each distinct ``dev/prompt`` of the run (the
+    best :data:`MAX_VISITED_PERPLEXITIES` by ``score_key``), under the run's judge."""
+    best: dict[str, float] = {}
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        prompt = row.get("dev/prompt")
+        if isinstance(prompt, str):
+            best[prompt] = max(best.get(prompt, float("-inf")), float(row[score_key]))
+    chosen = sorted(best, key=lambda p: -best[p])[:MAX_VISITED_PERPLEXITIES]
+    values = prompt_perplexity(chosen, *judge) if judge is not None and chosen else []
+    return {
+        "perplexity": dict(zip(chosen, values, strict=False)),
+        "left_out": len(best) - len(values),
+    }
+
+
 def _finish(
-    config: Config, algo: Algorithm, task: PromptTask, loop: dict, wall: float
+    config: Config, algo: Algorithm, task: PromptTask, loop: dict, wall: float, out_dir: Path
 ) -> dict[str, Any]:
     best = loop["best"]
     prompt = best["prompt"]
     try:
-        test: EvalResult | None = task.evaluate([prompt], "test")[0]
+        tested, records = evaluate_with_outputs(task, [prompt], "test")
+        test: EvalResult | None = tested[0]
     except DataError:  # a dataset without a test split
-        test = None
+        test, records = None, None
+    if records is not None:
+        _write_outputs(out_dir / "outputs_test.jsonl", records[0])
     judge = algo.perplexity_judge()
     ppl = prompt_perplexity([prompt], *judge)[0] if judge is not None else None
+    visited = _visited_perplexities(out_dir / "metrics.jsonl", f"dev/{task.score_name}", judge)
+    atomic_write_json(out_dir / "visited_prompts.json", visited)
     return {
         "method": algo.method,
         "best_prompt": prompt,

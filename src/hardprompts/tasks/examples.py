@@ -210,6 +210,10 @@ class ExampleTask:
     def desired_output(self, example: Example) -> str:
         raise NotImplementedError
 
+    def gold(self, example: Example) -> str:
+        """The desired output as the outputs file shows it: every acceptable answer."""
+        return " | ".join(example.answers) if example.answers else self.desired_output(example)
+
     # -- evaluation ----------------------------------------------------------------------------
 
     def _outputs(
@@ -228,8 +232,8 @@ class ExampleTask:
         self, prompts: Sequence[str], split: str, progress: Progress | None = None
     ) -> tuple[list, list[list[dict[str, Any]]]]:
         """Evaluation rows, and per prompt one record per example: ``input`` (as in the data),
-        ``output`` (the generated answer or the chosen choice as the data spells it) and
-        ``correct``."""
+        ``output`` (the generated answer or the chosen choice as the data spells it), ``gold``
+        (the desired output; several acceptable answers joined by `` | ``) and ``correct``."""
         from hardprompts.tasks.base import EvalResult
 
         data = self.split(split)
@@ -250,6 +254,7 @@ class ExampleTask:
                     {
                         "input": e.input,
                         "output": outputs[p][n],
+                        "gold": self.gold(e),
                         "correct": bool(scores[p, n] >= 1.0),
                     }
                     for n, e in enumerate(data.examples)

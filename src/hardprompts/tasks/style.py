@@ -724,11 +724,13 @@ class StyleTransferTask:
         flat = [c for o in outs for c in o]
         content, style, probs, r = self._scores(sources, flat)
         rows, at = [], 0
-        for text, cands in zip(data.sources, outs, strict=True):
+        refs = data.references or [[] for _ in data.sources]
+        for text, cands, gold in zip(data.sources, outs, refs, strict=True):
             best = at + int(r[at : at + len(cands)].argmax())  # first of ties
             rows.append({
                 "input": text,
                 "output": flat[best],
+                "gold": " | ".join(gold) if gold else None,  # the human references, if any
                 "content": float(content[best]),
                 "style": float(style[best]),
                 "reward": float(r[best]),
@@ -749,6 +751,8 @@ class StyleTransferTask:
         flu = self.models.fluency
         if flu is not None and getattr(flu, "kind", None) == "classifier":
             fluent = (flu(outputs).float() > 50.0).float()  # the classifier's decision
+            for row, ok in zip(rows, fluent.tolist(), strict=True):
+                row["fluency"] = 100.0 * ok  # per example, as the outputs file shows it
             f = 100.0 * float(fluent.mean())
             fluency = f
             joint = float((content * correct * fluent).mean())  # J = mean_i c_i · s_i · f_i
@@ -792,8 +796,9 @@ class StyleTransferTask:
     def evaluate_with_outputs(
         self, prompts: Sequence[str], split: str, progress: Callable[[int], None] | None = None
     ) -> tuple[list[EvalResult], list[list[dict[str, Any]]]]:
-        """The evaluation and, per prompt, one record per input: input, output, content, style
-        (and reward, style_correct) — what ``eval --outputs`` writes."""
+        """The evaluation and, per prompt, one record per input: input, output, gold (the
+        references joined by `` | ``, None without), content, style, reward, style_correct (and
+        fluency with a fluency classifier) — what ``eval --outputs`` writes."""
         results, records = [], []
         for prompt in prompts:
             t0 = time.perf_counter()
