@@ -94,6 +94,9 @@ def prefill(model, prefixes: Sequence[Sequence[int]], pad_id: int) -> Prefill:
         if "logits_to_keep" in inspect.signature(model.forward).parameters
         else {}
     )
+    # A cache without the model's config keeps every key: a sliding-window cache would keep only
+    # the last window - 1, which the copies of :func:`cache_rows` cannot be masked against.
+    keep[cache_keyword(model)] = DynamicCache()
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep)
     return Prefill(out.logits[:, -1].float(), kv_layers(output_cache(out)), mask, mask.sum(1))
 

@@ -468,6 +468,7 @@ class HFTarget:
             self._generator = TextGenerator(
                 self._causal("generate"), self.tokenizer, max_length=self.max_length,
                 tokens_per_batch=self.tokens_per_batch,
+                memory_budget_mb=max(1, self.memory_budget // 2**20),
             )  # fmt: skip
         return self._generator.generate(texts, **kwargs)
 

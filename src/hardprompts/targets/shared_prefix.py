@@ -236,6 +236,17 @@ def attention_implementation(model, name: str = SHARED_PREFIX_ATTENTION):
             cfg._attn_implementation_internal = old
 
 
+def cache_bytes_per_token(model) -> int:
+    """Bytes of key/value cache one token holds over all layers (grouped-query heads counted)."""
+    cfg = model.config
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
+    d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 12)
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or d // heads
+    return layers * 2 * kv_heads * head_dim * (torch.finfo(model.dtype).bits // 8)
+
+
 def check_calls(model, shared: SharedPrefix) -> None:
     """Every attention layer must have read the shared prefix (else the model bypassed it)."""
     if shared.calls != len(shared.keys):
