@@ -44,7 +44,12 @@ from transformers import DynamicCache
 
 from hardprompts.errors import TargetError
 from hardprompts.modeling import cache_keyword, output_cache
-from hardprompts.targets.shared_prefix import SharedPrefix, attention_implementation, check_calls
+from hardprompts.targets.shared_prefix import (
+    SharedPrefix,
+    attention_implementation,
+    cache_bytes_per_token,
+    check_calls,
+)
 from hardprompts.templates import special_tokens_around
 
 log = logging.getLogger(__name__)
@@ -134,7 +139,7 @@ class ChoiceScorer:
         tokenizer: its tokenizer.
         max_length: longest sequence (text + continuation) the model accepts.
         tokens_per_batch: most tokens of one forward (prefix tokens when prefilling, new tokens when
-            scoring continuations over the cache); None = no cap.
+            scoring continuations over the cache); None = no cap (the memory budget still splits).
         memory_budget_mb: most memory (MiB) that one continuation forward may take beside the
             model: its logits, and the texts' cache (once when shared, once per choice when copied).
         share_prefix: choices read their text's cache in place (True), or each gets a copy (False);
@@ -230,7 +235,12 @@ class ChoiceScorer:
         start = 0
         while start < len(order):
             width = len(prefixes[order[start]])
-            n = 1 if not self.tokens_per_batch else max(1, self.tokens_per_batch // width)
+            # Texts per prefill: the token cap, and half the budget for their cache (the rest is
+            # for the choices' forwards)
+            n = (self.memory_budget // 2) // (width * cache_bytes_per_token(self.model))
+            if self.tokens_per_batch:
+                n = min(n, self.tokens_per_batch // width)
+            n = max(1, n)
             chunk = order[start : start + n]
             start += len(chunk)
             self._score_chunk(chunk, prefixes, continuations, out)
