@@ -108,7 +108,9 @@ def test_decoding_logits_equal_whole_sequence_forwards(lm):
         got = state.forward(tokens, positions)
         positions = positions + 1
         with torch.no_grad():
-            want = torch.stack([model(input_ids=torch.tensor([seqs[r]])).logits[0, -1] for r in alive])
+            want = torch.stack(
+                [model(input_ids=torch.tensor([seqs[r]])).logits[0, -1] for r in alive]
+            )
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -143,7 +145,7 @@ def test_choice_planner_counts_the_cache_once():
         per_row = lc * (2 * len(tok) * 4 + 16 * 32 * 4)  # logits + log-softmax, activations
         scorer.memory_budget = cache + 16 * per_row  # the cache once and all 16 choices
         calls = []
-        hook = model.register_forward_pre_hook(lambda *a: calls.append(1))
+        hook = model.register_forward_pre_hook(lambda *a, seen=calls: seen.append(1))
         scorer.logprobs(texts, options)
         hook.remove()
         forwards[share] = len(calls) - 1  # less the prefill

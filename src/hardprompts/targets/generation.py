@@ -228,7 +228,10 @@ class TextGenerator:
         if half < 2 or len(feed) < 2:
             return False
         device = next(self.model.parameters()).device
-        prefixes = [self.encode("a short check sentence, and more")[:half], self.encode("ok")[:half]]
+        prefixes = [
+            self.encode("a short check sentence, and more")[:half],
+            self.encode("ok")[:half],
+        ]
         rows = torch.tensor([0, 0, 1, 1], device=device)
         tokens = [torch.tensor([feed[0], feed[1], feed[1], feed[0]], device=device)]
         tokens.append(tokens[0][[0, 2, 3]].flip(0))  # step 2: rows 0, 2, 3 (row 1 ended)

@@ -100,15 +100,16 @@ class SharedPrefix:
         # Which own keys each query sees: causal by position, never padding; a padding query sees
         # itself, so that no row is all -inf (its output is never read, but a NaN there would
         # reach the real rows through 0 * NaN).
-        itself = torch.arange(t, device=positions.device)[None, :] == (
-            t - q + torch.arange(q, device=positions.device)
-        )[:, None]  # [q, T]
+        itself = (
+            torch.arange(t, device=positions.device)[None, :]
+            == (t - q + torch.arange(q, device=positions.device))[:, None]
+        )  # [q, T]
         own = (own_mask[:, None, :] & (own_pos[:, None, :] <= positions[:, :, None])) | itself
         prefix = self.key_mask[self.rows][:, None, :].expand(r, q, -1)  # [R, q, Lk]
         self._allowed = torch.cat([prefix, own], dim=-1)[:, None, None]  # [R, 1, 1, q, Lk + T]
-        self._distance = positions[:, :, None] - torch.cat(
-            [self.key_pos[self.rows], own_pos], dim=1
-        )[:, None, :]  # [R, q, Lk + T]: query position - key position
+        self._distance = (
+            positions[:, :, None] - torch.cat([self.key_pos[self.rows], own_pos], dim=1)[:, None, :]
+        )  # [R, q, Lk + T]: query position - key position
         self._windowed: dict[int, torch.Tensor] = {}
 
     def allowed(self, sliding_window: int | None) -> torch.Tensor:
