@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from hardprompts.config import TargetConfig
 from hardprompts.errors import TargetError
 from hardprompts.modeling import load_lm, load_tokenizer, model_max_length, placement
-from hardprompts.targets.shared_prefix import SharedPrefix, attention_implementation, check_calls
+from hardprompts.targets.shared_prefix import (
+    SharedPrefix,
+    attention_implementation,
+    cache_bytes_per_token,
+    check_calls,
+)
 from hardprompts.targets.usage import TargetUsage
 from hardprompts.templates import Encoded, Kind, Template, TemplateEncoder, verbalizer_ids
 
@@ -306,14 +311,7 @@ class HFTarget:
 
     def _cache_bytes_per_token(self) -> int:
         """Bytes of key/value cache one token holds over all layers (grouped-query heads counted)."""
-        cfg = self.model.config
-        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
-        d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
-        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 12)
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or d // heads
-        elem = torch.finfo(self.model.dtype).bits // 8
-        return layers * 2 * kv_heads * head_dim * elem
+        return cache_bytes_per_token(self.model)
 
     def _score_cached(
         self, prompts: list[str], texts: list[str], progress: Progress | None
