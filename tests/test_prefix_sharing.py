@@ -195,3 +195,19 @@ def test_failed_self_check_falls_back_to_copies(monkeypatch, caplog, how):
         flat(naive_continuation_logprobs(model, scorer, TEXTS, CHOICES)),
         atol=1e-5, rtol=1e-6,
     )  # fmt: skip
+
+
+def test_self_checks_are_not_counted_as_target_work(lm):
+    """The in-place self-checks run when the scorer / generator is first built: not target usage
+    (a resumed run rebuilds them, and must count what an uninterrupted run counts)."""
+    model, tok = lm
+    target = HFTarget(model, tok, "causal", "{x} {prompt}", [], max_length=64)
+    for call in (
+        lambda: target.generate(TEXTS, max_new_tokens=4),
+        lambda: target.continuation_logprobs(TEXTS, CHOICES),
+    ):
+        before = target.usage.requests
+        call()
+        first = target.usage.requests - before
+        call()
+        assert target.usage.requests - before == 2 * first

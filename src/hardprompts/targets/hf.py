@@ -433,13 +433,14 @@ class HFTarget:
     ) -> list[list[float]]:
         """For each text, the summed log-probability of each of its continuations given the text
         (each text's cache computed once and shared by its choices: :mod:`.choices`)."""
+        scorer = self._choices()  # built (and self-checked) before counting target work
         self._scoring = True  # counted as target work (usage)
         try:
-            return self._continuation_logprobs(texts, continuations, progress)
+            return scorer.logprobs(texts, continuations, progress)
         finally:
             self._scoring = False
 
-    def _continuation_logprobs(self, texts, continuations, progress) -> list[list[float]]:
+    def _choices(self):
         if self._choice_scorer is None:
             from hardprompts.targets.choices import ChoiceScorer
 
@@ -448,18 +449,19 @@ class HFTarget:
                 tokens_per_batch=self.tokens_per_batch,
                 memory_budget_mb=max(1, self.memory_budget // 2**20),
             )  # fmt: skip
-        return self._choice_scorer.logprobs(texts, continuations, progress)
+        return self._choice_scorer
 
     def generate(self, texts: Sequence[str], **kwargs) -> list[list[str]]:
         """For each text, ``num_samples`` continuations cut before ``stop`` (contract 2; the
         arguments of :meth:`hardprompts.targets.generation.TextGenerator.generate`)."""
+        generator = self._text_generator()  # built (and self-checked) before counting
         self._scoring = True  # counted as target work (usage)
         try:
-            return self._generate(texts, **kwargs)
+            return generator.generate(texts, **kwargs)
         finally:
             self._scoring = False
 
-    def _generate(self, texts: Sequence[str], **kwargs) -> list[list[str]]:
+    def _text_generator(self):
         if self._generator is None:
             from hardprompts.targets.generation import TextGenerator
 
@@ -468,7 +470,7 @@ class HFTarget:
                 tokens_per_batch=self.tokens_per_batch,
                 memory_budget_mb=max(1, self.memory_budget // 2**20),
             )  # fmt: skip
-        return self._generator.generate(texts, **kwargs)
+        return self._generator
 
     def _causal(self, what: str):
         if self.kind != "causal":
