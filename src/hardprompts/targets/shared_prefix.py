@@ -144,7 +144,7 @@ class SharedPrefix:
         for bufs in (self.own_keys, self.own_values):
             for buf in bufs:
                 if buf is not None:
-                    buf[:k, :, :t] = buf[sel, :, :t]
+                    buf[:k, :, :t] = buf[sel.to(buf.device), :, :t]
         self.own_mask[:k, :t] = self.own_mask[sel, :t]
         self.own_pos[:k, :t] = self.own_pos[sel, :t]
         self._set_rows(self.rows[sel])
@@ -153,13 +153,14 @@ class SharedPrefix:
         """Rows [R, ...] -> [m, g, ...] by prefix (empty cells are zeros)."""
         if self.regular:
             return x.view(self.m, self.g, *x.shape[1:])
-        grid = x.new_zeros(self.m * self.g, *x.shape[1:]).index_copy_(0, self.grid, x)
+        cells = self.grid.to(x.device)  # layers may sit on other devices (device_map)
+        grid = x.new_zeros(self.m * self.g, *x.shape[1:]).index_copy_(0, cells, x)
         return grid.view(self.m, self.g, *x.shape[1:])
 
     def from_grid(self, x: torch.Tensor) -> torch.Tensor:
         """[m, g, ...] -> rows [R, ...]."""
         flat = x.reshape(self.m * self.g, *x.shape[2:])
-        return flat if self.regular else flat.index_select(0, self.grid)
+        return flat if self.regular else flat.index_select(0, self.grid.to(x.device))
 
     def prefix(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values [m, H_kv, Lk, hd] of the prefixes the rows read (a view)."""
