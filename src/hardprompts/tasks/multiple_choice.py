@@ -12,7 +12,9 @@ user files with a list of options and the index of the correct one.
   the options. So the classification rewards carry over unchanged: RLPrompt's gap reward
   (``rlprompt``, ``pin``; METHODS.md section 2) and StablePrompt's ``30 · accuracy + 0.01 · margin``
   (``appo``, ``search``; section 7), the margin being the correct option's log-likelihood minus the
-  best other's. Examples with fewer options are padded with -inf (never chosen).
+  best other's. These are StablePrompt's classification weights; its BIG-bench multiple-choice
+  code (``stableprompt_bbii_tc.py``) uses ``3 · accuracy + 0.05 · margin`` (set
+  ``algorithm.reward_accuracy_weight: 3`` and ``reward_margin_weight: 0.05`` to reproduce it). Examples with fewer options are padded with -inf (never chosen).
 * When every example has the same options and each (with its prefix) is one token of the target's
   tokenizer (e.g. `` True``/`` False``), the options are label words: the task is then also a
   :class:`~hardprompts.tasks.ClassLogitsTask` (:class:`LabelWordChoiceTask`) and the gradient methods
@@ -67,6 +69,14 @@ class MultipleChoiceTaskConfig(ExampleTaskConfig):
         "bbii/snarks",
         description="bbii/<task> (BIG-bench multiple-choice tasks) or a folder of train/dev/test "
         "files with input, choices and label columns.",
+    )
+    template: str | None = Field(
+        None,
+        description="Text given to the target ({prompt}, {x} or named fields; no {mask}). Unset: "
+        "'{prompt}\\nInput: {x}\\nAnswer:' (our choice). Rewards of appo/search: "
+        "algorithm.reward_accuracy_weight · accuracy + reward_margin_weight · margin, default "
+        "30 and 0.01 (StablePrompt's classification weights; its BIG-bench multiple-choice code "
+        "uses 3 · accuracy + 0.05 · margin).",
     )
     choice_prefix: str = Field(
         " ",

@@ -30,6 +30,12 @@ prompt rewards. Each step takes ``train_batch_size: 2`` inputs in file order
 ``max(1.5·n, n + 10)`` for an input of n tokens (we round down), ``lower_outputs: true`` (PIN's
 README: false for Shakespeare). PIN's ``tst_config.yaml`` keeps the same reward but shapes [0, 1]
 onto [0, 1] (no shaping) with ``num_repeats: 8``.
+
+Special tokens: an in-process target's input starts with its tokenizer's BOS when the tokenizer
+adds one (OPT's ``</s>``; GPT-2 adds none), as RLPrompt's ``text-generation`` pipeline does. The
+length cap counts the input sentence's tokens *without* special tokens; RLPrompt's
+``len(tokenizer(source_text)['input_ids'])`` counted OPT's BOS too, so with an OPT target its cap
+is one input token larger (``max(1.5·(n + 1), n + 11)``); with GPT-2 both agree.
 """
 
 from __future__ import annotations
@@ -152,8 +158,9 @@ class StyleTransferTaskConfig(TaskConfig):
     )
     control_output_length: bool = Field(
         True,
-        description="Cap new tokens at max(1.5·n, n + 10) for an input of n tokens (RLPrompt's "
-        "tst_config: true); false = max_new_tokens.",
+        description="Cap new tokens at max(1.5·n, n + 10) for an input of n tokens, counted "
+        "without special tokens (RLPrompt's tst_config: true; its count included OPT's BOS, one "
+        "token more with an OPT target); false = max_new_tokens.",
     )
     max_new_tokens: int = Field(
         40, ge=1, description="New-token cap when control_output_length is false (ours)."
