@@ -9,7 +9,9 @@ mocked: every number comes from a forward pass):
   each position), ``max_tokens``, ``n``, ``temperature`` (0 = greedy), ``top_k``, ``seed``,
   ``stop``; a ``usage`` block.
 * ``POST /v1/chat/completions``: the messages' contents joined by newlines are the text (no chat
-  template); ``logprobs`` / ``top_logprobs`` of the answer tokens; ``max_tokens``, ``n``, ...
+  template), or with ``chat_template=True`` the tokenizer's chat template applied to the messages
+  with the generation prompt and tokenised without added special tokens (as vLLM);
+  ``logprobs`` / ``top_logprobs`` of the answer tokens; ``max_tokens``, ``n``, ...
 * ``POST /tokenize`` and ``/detokenize`` (vLLM's endpoints, at the server root):
   ``{"tokens": [...], "count", "max_model_len"}`` and ``{"prompt": text}``; only when
   ``tokenize=True``.
@@ -66,6 +68,7 @@ class LoopbackServer(LocalServer):
         tokenize: offer vLLM's ``/tokenize``.
         max_model_len: reported by ``/tokenize``; longer prompts get HTTP 400 as vLLM gives.
         port: 0 picks a free port.
+        chat_template: chat requests go through the tokenizer's chat template.
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class LoopbackServer(LocalServer):
         tokenize: bool = True,
         max_model_len: int = 1024,
         port: int = 0,
+        chat_template: bool = False,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.chat_template = chat_template
         self.echo, self.logprobs, self.tokenize = echo, logprobs, tokenize
         self.max_model_len = max_model_len
         self.lock = threading.Lock()
@@ -318,8 +323,12 @@ class LoopbackServer(LocalServer):
 
     def _chat(self, body: dict) -> tuple[int, dict]:
         text = "\n".join(m["content"] for m in body["messages"])
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        with self.lock:
+        with self.lock:  # a fast tokenizer is not to be used by several threads at once
+            if self.chat_template:
+                text = self.tokenizer.apply_chat_template(
+                    body["messages"], tokenize=False, add_generation_prompt=True
+                )
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             self.stats["prompts"] += 1
         choices, completion_tokens = [], 0
         want = bool(body.get("logprobs")) and self.logprobs

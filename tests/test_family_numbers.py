@@ -142,6 +142,17 @@ def test_em_ii_task_normalises_but_does_not_credit_containment(name):
     assert test_scored(one_example_task(name, ("Big Dog",), "  big-dog.")) == 1.0  # "-" -> " "
     assert test_scored(one_example_task(name, ("Big Dog",), "  Big Dog.")) == 1.0
     assert test_scored(one_example_task(name, ("big dog",), "big dog barks")) == 0.0
+    # only the text before the first "." counts: "Big dog. It barks" is "big dog"
+    assert test_scored(one_example_task(name, ("big dog",), "Big dog. It barks")) == 1.0
+
+
+@needs_ii
+def test_f1_is_the_best_over_the_acceptable_answers_not_the_last():
+    # common_concept lists several concepts: F1 against "a b c" is 1, against "a z" it is
+    # 2·(1/3)(1/2)/(1/3 + 1/2) = 0.4; the best counts, whatever the order.
+    for answers in (("a b c", "a z"), ("a z", "a b c")):
+        assert test_scored(one_example_task("common_concept", answers, "a b c")) == 1.0
+    assert test_scored(one_example_task("common_concept", ("a z",), "a b c")) == pytest.approx(0.4)
 
 
 @needs_ii

@@ -124,10 +124,14 @@ class GenerationTask(ExampleTask):
 
     @classmethod
     def from_config(cls, config: Config) -> GenerationTask:
+        from hardprompts.chat import resolve_chat
+
         info = resolve_info(config.task, "generation")  # type: ignore[arg-type]
         template = config.task.template or DEFAULT_TEMPLATE
-        target = build_target(config.target, template, [], target_kind(config.target))
-        return cls(target, config=config.task, info=info, template=template)  # type: ignore[arg-type]
+        kind = target_kind(config.target)
+        target = build_target(config.target, template, [], kind)
+        chat = resolve_chat(config.task.chat, config.target, kind)
+        return cls(target, config=config.task, info=info, template=template, chat=chat)  # type: ignore[arg-type]
 
     def _user_example(self, values: dict, shown: str, row: dict, where: str) -> Example:
         column = self.config.answer_column  # type: ignore[union-attr]

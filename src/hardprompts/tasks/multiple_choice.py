@@ -115,15 +115,25 @@ class MultipleChoiceTask(ExampleTask):
 
     @classmethod
     def from_config(cls, config: Config) -> MultipleChoiceTask:
+        from hardprompts.chat import resolve_chat
+
         task_cfg: MultipleChoiceTaskConfig = config.task  # type: ignore[assignment]
         info = resolve_info(task_cfg, "multiple_choice")
         template = task_cfg.template or DEFAULT_TEMPLATE
         kind = target_kind(config.target)
+        chat = resolve_chat(task_cfg.chat, config.target, kind)
+        if chat is not None and "choice_prefix" not in task_cfg.model_fields_set:
+            # the option is the answer: it follows the assistant turn's start directly
+            task_cfg = task_cfg.model_copy(update={"choice_prefix": ""})
         probe = cls(_NoTarget(), config=task_cfg, info=info, template=template)
         words = probe.label_words(config)
-        target = build_target(config.target, template, words or [], kind)
+        # The target's own template scores label words (pez, softprompt): chat-formatted too.
+        wrapped = chat.wrap_template(template) if chat is not None and words else template
+        target = build_target(config.target, wrapped, words or [], kind)
         task_cls = LabelWordChoiceTask if words else cls
-        return task_cls(target, config=task_cfg, info=info, template=template, splits=probe._splits)
+        return task_cls(
+            target, config=task_cfg, info=info, template=template, splits=probe._splits, chat=chat
+        )
 
     def label_words(self, config: Config) -> list[str] | None:
         """The options as label words, when every example has the same options and each is one

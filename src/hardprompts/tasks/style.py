@@ -64,6 +64,7 @@ from hardprompts.tasks.base import (
 from hardprompts.tasks.data import read_examples, split_path
 
 if TYPE_CHECKING:
+    from hardprompts.chat import ChatFormat
     from hardprompts.config import Config, RewardConfig
 
 __all__ = [
@@ -482,6 +483,7 @@ class StyleTransferTask:
         *,
         seed: int = 0,
         style_names: Sequence[str] | None = None,
+        chat: ChatFormat | None = None,
     ) -> None:
         if not callable(getattr(target, "generate", None)):
             raise ConfigError(
@@ -492,6 +494,7 @@ class StyleTransferTask:
         self.models = models
         self.config = config
         self.template = config.template or '{prompt} "{x}" "'
+        self.chat = chat  # task.chat: the filled template becomes the user turn (hardprompts.chat)
         self.target_style = target_style
         self.style_names = list(style_names) if style_names else None
         self._loaders = dict(splits)
@@ -535,11 +538,14 @@ class StyleTransferTask:
                 "style transfer generates text: target.model must be a causal LM (target.kind "
                 "causal or openai), not a masked LM"
             )
+        from hardprompts.chat import resolve_chat
+
         target = build_target(config.target, task_cfg.template or "{x}", [], kind)
+        chat = resolve_chat(task_cfg.chat, config.target, kind)
         splits = load_style_splits(task_cfg, target_style, models.style.num_labels)
         return cls(
             target, models, task_cfg, target_style, splits, seed=config.train.seed,
-            style_names=names,
+            style_names=names, chat=chat,
         )  # fmt: skip
 
     # -- data ----------------------------------------------------------------------------------
@@ -586,7 +592,7 @@ class StyleTransferTask:
         """``num`` post-processed outputs of every prompt on one input."""
         cfg = self.config
         raw = self.target.generate(
-            [apply_template(self.template, p, text) for p in prompts],
+            [self._text(p, text) for p in prompts],
             num_samples=num,
             max_new_tokens=self._cap(text),
             stop=cfg.end_text,
@@ -595,6 +601,11 @@ class StyleTransferTask:
             seed=seed,
         )
         return [[postprocess(o, self.lower) for o in outs] for outs in raw]
+
+    def _text(self, prompt: str, source: str) -> str:
+        """What the target continues: the filled template, chat-formatted when task.chat is on."""
+        text = apply_template(self.template, prompt, source)
+        return text if self.chat is None else self.chat.wrap(text)
 
     def _scores(self, sources: Sequence[str], outputs: Sequence[str]):
         """Per output: content, 100·P(target style), the style probabilities [N, C], reward."""
@@ -680,7 +691,7 @@ class StyleTransferTask:
             for start in range(0, len(same), 8):
                 idx = same[start : start + 8]
                 raw = self.target.generate(
-                    [apply_template(self.template, prompt, data.sources[i]) for i in idx],
+                    [self._text(prompt, data.sources[i]) for i in idx],
                     num_samples=cfg.eval_num_samples,
                     max_new_tokens=cap,
                     stop=cfg.end_text,
