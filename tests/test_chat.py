@@ -141,7 +141,9 @@ def folder(root: Path, name: str, rows: list[dict]) -> Path:
 
 def write_config(tmp_path: Path, task: dict, target: dict) -> Path:
     path = tmp_path / f"cfg-{len(list(tmp_path.glob('cfg-*')))}.yaml"
-    path.write_text(yaml.safe_dump({"task": task, "target": target, "algorithm": {"name": "search"}}))
+    path.write_text(
+        yaml.safe_dump({"task": task, "target": target, "algorithm": {"name": "search"}})
+    )
     return path
 
 
