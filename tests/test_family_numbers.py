@@ -582,3 +582,67 @@ def test_ii_template_and_coefficients_are_documented_where_users_read_them():
 def test_yelp_pin_style_config_does_not_claim_pins_shaping_for_shakespeare():
     text = (Path(__file__).resolve().parents[1] / "configs" / "yelp_pin_style.yaml").read_text()
     assert "keeps PIN's" not in text
+
+
+# ------------------------------------------------------------------------- ii data, fast checks
+
+
+@needs_ii
+def test_cause_and_effect_answer_is_the_cause_in_both_orders():
+    import json
+
+    from hardprompts.taskdata import load_ii
+
+    record = json.loads((II / "execute" / "cause_and_effect.json").read_text())["examples"]["1"]
+    first, second = load_ii("cause_and_effect", "test", root=II).examples[:2]
+    assert first.input == f"Sentence 1: {record['cause']} Sentence 2: {record['effect']}"
+    assert second.input == f"Sentence 1: {record['effect']} Sentence 2: {record['cause']}"
+    assert first.answers == second.answers == (record["cause"],)
+
+
+@needs_ii
+def test_ii_train_and_dev_are_disjoint_and_empty_answers_are_dropped():
+    from hardprompts.taskdata import load_ii
+
+    train = load_ii("translation_en-es", "train", root=II, train_size=400, dev_size=50)
+    dev = load_ii("translation_en-es", "dev", root=II, train_size=400, dev_size=50)
+    assert not {e.input for e in train.examples} & {e.input for e in dev.examples}
+    # induce/translation_en-es.json lists "" among some accepted translations: never an answer
+    assert all(a.strip() for e in train.examples + dev.examples for a in e.answers)
+
+
+class LogitTarget:
+    """A label-word target: class logits [P, N, C] from a table keyed by text; records texts."""
+
+    verbalizers = [" no", " yes"]
+
+    def __init__(self, table):
+        self.table, self.texts = table, []
+
+    def score(self, prompts, texts, progress=None):
+        self.texts += list(texts)
+        row = torch.tensor([self.table[t] for t in texts])
+        return row[None].expand(len(prompts), -1, -1).clone()
+
+
+def test_classification_train_rewards_read_train_only():
+    from hardprompts.tasks.classification import ClassificationTask
+    from hardprompts.tasks.data import Split
+
+    table = {"t0": [0.0, 2.0], "t1": [0.0, 1.0], "d0": [5.0, 0.0], "s0": [5.0, 0.0]}
+    splits = {
+        "train": Split("train", ["t0", "t1"], [1, 0], "hand-made"),
+        "dev": Split("dev", ["d0"], [0], "hand-made"),
+        "test": Split("test", ["s0"], [1], "hand-made"),
+    }
+    target = LogitTarget(table)
+    task = ClassificationTask(target, template="{x} {prompt}", splits=splits)
+    out = task.train_rewards(["p"], StablePromptReward(30.0, 0.01))
+    # acc 1/2; margins +2 (t0, label 1) and -1 (t1, label 0): R = 15 + 0.01 · 0.5 = 15.005
+    assert out.reward.tolist() == pytest.approx([15.005])
+    assert target.texts == ["t0", "t1"]
+    target.texts.clear()
+    out = task.train_rewards(["p"], StablePromptReward(30.0, 0.01), examples=[1])
+    assert out.reward.tolist() == pytest.approx([0.01 * -1.0]) and target.texts == ["t1"]
+    assert task.evaluate(["p"], "dev")[0].score == 1.0
+    assert task.evaluate(["p"], "test")[0].score == 0.0
