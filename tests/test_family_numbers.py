@@ -250,8 +250,10 @@ def test_multiple_choice_rewards_read_train_only_with_stableprompts_formula():
     # the options are scored after the choice prefix (one space)
     assert task.applied("p", splits["train"].examples[0])[1] == [" a", " b"]
     target.texts.clear()
-    res = task.evaluate(["p"], "dev")[0]
-    assert res.metrics["accuracy"] == 0.5 and all("dev-" in t for t in target.texts)
+    results, records = task.evaluate_with_outputs(["p"], "dev")
+    assert results[0].metrics["accuracy"] == 0.5 and all("dev-" in t for t in target.texts)
+    # the written output is the best-scored option ("a": -1 > -3), correct where the label is 0
+    assert [(r["output"], r["correct"]) for r in records[0]] == [("a", True), ("a", False)]
 
 
 # --------------------------------------------------------------------------------- style transfer
