@@ -425,25 +425,26 @@ class HandPerplexity:
 
 
 def test_joint_score_is_the_mean_of_per_output_products_with_every_factor_visible():
-    # Three rows: (content, style correct, fluent) = (80, T, T), (60, T, F), (10, F, T)
+    # (content, style correct, fluency) = (80, T, 90), (60, T, 30), (10, F, 55), (40, T, 20);
+    # fluent = the classifier's 100 · P(acceptable) > 50
     rows = [
-        {"output": "a", "content": 80.0, "style_correct": True, "reward": 1.0, "style": 90.0},
-        {"output": "b", "content": 60.0, "style_correct": True, "reward": 1.0, "style": 90.0},
-        {"output": "c", "content": 10.0, "style_correct": False, "reward": 1.0, "style": 10.0},
+        {"output": o, "content": c, "style_correct": s, "reward": 1.0, "style": 1.0}
+        for o, c, s in (("a", 80.0, True), ("b", 60.0, True), ("c", 10.0, False), ("d", 40.0, True))
     ]
     task = style_task(Candidates(["x"]), TableContent({}), TableStyle({}),
-                      sources=("s1", "s2", "s3"))  # fmt: skip
-    task.models.fluency = HandFluency({"a": 90.0, "b": 30.0, "c": 51.0})  # > 50: fluent
+                      sources=("s1", "s2", "s3", "s4"))  # fmt: skip
+    task.models.fluency = HandFluency({"a": 90.0, "b": 30.0, "c": 55.0, "d": 20.0})
     m = task._metrics(rows, "dev", 0.0)
-    assert m["content"] == pytest.approx(50.0)
-    assert m["style"] == pytest.approx(200 / 3) and m["fluency"] == pytest.approx(200 / 3)
-    # J = mean_i c_i · s_i · f_i = (80 + 0 + 0) / 3 (RLPrompt's joint_scores.mean())
-    assert m["joint"] == pytest.approx(80 / 3)
-    # not without fluency (140/3), without style (90/3), nor the product of the means (22.2)
-    assert m["joint"] != pytest.approx(140 / 3) and m["joint"] != pytest.approx(30.0)
-    assert m["joint"] != pytest.approx(50.0 * (2 / 3) * (2 / 3))
+    assert m["content"] == pytest.approx(47.5)
+    assert m["style"] == pytest.approx(75.0) and m["fluency"] == pytest.approx(50.0)
+    # J = mean_i c_i · s_i · f_i = (80 + 0 + 0 + 0) / 4 (RLPrompt's joint_scores.mean())
+    assert m["joint"] == pytest.approx(20.0)
+    # not without fluency (45), without style (22.5), without content (25), nor the product of
+    # the means (47.5 · 0.75 · 0.5 = 17.8)
+    for wrong in (45.0, 22.5, 25.0, 47.5 * 0.75 * 0.5):
+        assert m["joint"] != pytest.approx(wrong)
     # GM = exp(mean(log c, log s, log f)) of the three percentages
-    assert m["gm"] == pytest.approx((50.0 * (200 / 3) ** 2) ** (1 / 3))
+    assert m["gm"] == pytest.approx((47.5 * 75.0 * 50.0) ** (1 / 3))
 
 
 def test_corpus_perplexity_not_the_mean_of_per_sentence_ones():
@@ -500,7 +501,7 @@ def test_bleu_and_self_bleu_against_sacrebleu_on_hand_made_outputs():
 
     outputs = ["the food was great .", "the staff is so friendly", "bad"]
     refs = ["the food was really great .", "the staff is friendly", "it was bad"]
-    sources = ["the food was awful .", "the staff is so rude", "good"]
+    sources = ["the food was awful today .", "the staff is rude", "it was good food"]
     each = [sacrebleu.sentence_bleu(o, [r]).score for o, r in zip(outputs, refs, strict=True)]
     # RLPrompt: np.mean of sentence_bleu per output (not corpus BLEU)
     assert bleu(outputs, refs) == pytest.approx(sum(each) / 3)
