@@ -14,7 +14,10 @@ user files with a list of options and the index of the correct one.
   (``appo``, ``search``; section 7), the margin being the correct option's log-likelihood minus the
   best other's. These are StablePrompt's classification weights; its BIG-bench multiple-choice
   code (``stableprompt_bbii_tc.py``) uses ``3 · accuracy + 0.05 · margin`` (set
-  ``algorithm.reward_accuracy_weight: 3`` and ``reward_margin_weight: 0.05`` to reproduce it). Examples with fewer options are padded with -inf (never chosen).
+  ``algorithm.reward_accuracy_weight: 3`` and ``reward_margin_weight: 0.05`` to reproduce it).
+  Examples with fewer options are padded with -inf (never chosen).
+* ``task.chat``: the text is the chat-formatted user turn and each option follows the assistant
+  turn's start (``choice_prefix`` then defaults to nothing; :mod:`hardprompts.chat`).
 * When every example has the same options and each (with its prefix) is one token of the target's
   tokenizer (e.g. `` True``/`` False``), the options are label words: the task is then also a
   :class:`~hardprompts.tasks.ClassLogitsTask` (:class:`LabelWordChoiceTask`) and the gradient methods

@@ -815,6 +815,7 @@ class StyleTransferTask:
             "target_style": style,
             "selection": f"best of {self.config.eval_num_samples} outputs by (content + style)/2",
             "fluency": getattr(flu, "kind", None) if flu is not None else None,
+            **({"chat": True} if self.chat is not None else {}),
         }
 
     def demonstrations(self, k: int, generator: torch.Generator) -> list[tuple[str, str]]:
