@@ -54,6 +54,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "plots",
             "scorers",  # the style-transfer reward models (content, style, fluency, BLEU)
             "runtime",  # threads and quiet libraries for the command line
+            "chat",  # task.chat: the chat template around a filled template
         ],
     ),
     ("targets", ["targets"]),

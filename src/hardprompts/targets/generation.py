@@ -1,7 +1,8 @@
 """Batched text generation by a causal LM: greedy or sampled, with a stop string.
 
 :class:`TextGenerator` implements contract 2 of the targets (``generate``): for each
-already-templated text, ``num_samples`` continuations, each cut before ``stop`` and without it.
+already-templated text, ``num_samples`` continuations, each cut before ``stop`` and without it
+(the first ``stop`` after the continuation's leading whitespace: :func:`cut_at_stop`).
 
 * Texts are batched, left-padded so that every text ends at the same column, and prefilled in one
   forward (:func:`hardprompts.targets.choices.prefill`); the prefix cache is computed once per
@@ -51,7 +52,8 @@ from hardprompts.templates import special_tokens_around
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
-__all__ = ["TextGenerator", "choose_next"]  # choose_next lives in modeling (the agent uses it too)
+# choose_next lives in modeling (the agent uses it too)
+__all__ = ["TextGenerator", "choose_next", "cut_at_stop"]
 
 
 class TextGenerator:
@@ -194,9 +196,9 @@ class TextGenerator:
                     texts[r] = self._text(generated[r], stop)
                     continue
                 generated[r].append(tok)
-                text = self._text(generated[r], None)
-                if stop is not None and stop in text:
-                    texts[r] = text[: text.index(stop)]
+                text, stopped = cut_at_stop(self._text(generated[r], None), stop)
+                if stopped:
+                    texts[r] = text
                     continue
                 keep.append(b)
             if not keep or step == max_new_tokens - 1:
@@ -214,8 +216,7 @@ class TextGenerator:
         ]
 
     def _text(self, ids: list[int], stop: str | None) -> str:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return text[: text.index(stop)] if stop is not None and stop in text else text
+        return cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop)[0]
 
     # ------------------------------------------------------------------ self-check
 
@@ -315,3 +316,17 @@ class _SharedCache:
             )
         check_calls(self.model, self.shared)
         return res.logits[:, -1]
+
+
+def cut_at_stop(text: str, stop: str | None) -> tuple[str, bool]:
+    """``text`` cut before the first ``stop`` after its leading whitespace, and whether it was.
+
+    The references strip a generated answer before they cut it: StablePrompt generates without a
+    stop string and the instruction-induction metrics keep ``answer.strip().split("\\n")[0]``. So
+    an answer that starts with a newline (``"\\n alligator"``) is not cut to nothing here either:
+    the search for ``stop`` starts after the leading whitespace.
+    """
+    if stop is None:
+        return text, False
+    at = text.find(stop, len(text) - len(text.lstrip()))
+    return (text, False) if at < 0 else (text[:at], True)
