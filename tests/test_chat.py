@@ -57,7 +57,7 @@ def server(lm):
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARDPROMPTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARDPROMPTS_CACHE", str(tmp_path / "cache"))
 
 
 def label_words(tok, n: int = 2) -> list[str]:

@@ -350,7 +350,7 @@ class TargetConfig(Section):
         description="kind=openai/openai-chat: folder of the cross-run cache of finished scoring "
         "requests, keyed by model name, text, label words and a fingerprint of what the endpoint "
         "serves (a probe text's log-probabilities and /v1/models), so new weights under the same name "
-        "are a new cache. auto = $HARDPROMPTS_CACHE_DIR/requests, else ~/.cache/hardprompts/requests; "
+        "are a new cache. auto = $HARDPROMPTS_CACHE/requests, else ~/.cache/hardprompts/requests; "
         "null = off. `hardprompts cache info` lists it.",
         json_schema_extra=NOT_IDENTITY,
     )
