@@ -534,6 +534,12 @@ class ScriptedLM(torch.nn.Module):
         self.inner, self.text_len, self.script = inner, text_len, script
         self.config = inner.config
 
+    def __getattr__(self, name):  # dtype, get_output_embeddings, ...: the wrapped model's
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("inner"), name)
+
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None,
                 cache=None, **kw):  # fmt: skip
         from hardprompts.modeling import cache_keyword
@@ -541,9 +547,10 @@ class ScriptedLM(torch.nn.Module):
         out = self.inner(input_ids=input_ids, attention_mask=attention_mask,
                          position_ids=position_ids, use_cache=use_cache,
                          **{cache_keyword(self.inner): cache}, **kw)  # fmt: skip
-        step = int(position_ids[0, -1]) + 1 - self.text_len
+        last = int(position_ids[0, -1]) if position_ids is not None else input_ids.shape[1] - 1
+        step = last + 1 - self.text_len
         logits = torch.full_like(out.logits, -1e4)
-        logits[:, -1, self.script[min(step, len(self.script) - 1)]] = 0.0
+        logits[:, -1, self.script[max(0, min(step, len(self.script) - 1))]] = 0.0
         out.logits = logits
         return out
 
@@ -556,7 +563,9 @@ def test_generator_does_not_stop_at_a_leading_newline(tiny_gpt2):
     text = "Input: crocodile\nOutput:"
     n = len(tok(text)["input_ids"])  # with the BOS the generator adds
     script = tok("\n great\nnext", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    gen = TextGenerator(ScriptedLM(inner, n, script), tok, max_length=64)
+    # Copying the cache per row: the scripted logits do not come from attention, so the shared-prefix
+    # self-check (which compares attention paths) does not apply; the cut is the same on both paths.
+    gen = TextGenerator(ScriptedLM(inner, n, script), tok, max_length=64, share_prefix=False)
     [[answer]] = gen.generate([text], max_new_tokens=8, stop="\n")
     assert answer.strip() == "great"  # the old cut at the first "\n" gave ""
     [[whole]] = gen.generate([text], max_new_tokens=8, stop=None)
