@@ -259,7 +259,7 @@ def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (created), held while the block runs; waits for another."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+b") as fh:
-        if os.name == "nt":  # pragma: no cover - Windows
+        if sys.platform == "win32":  # pragma: no cover - Windows
             import msvcrt
 
             fh.seek(0)

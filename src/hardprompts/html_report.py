@@ -256,7 +256,9 @@ def _scores_table(run: RunFolder, anchor: str) -> Table:
         }
     ]
     if "manual_prompt" in r:
-        manual = r.get("manual") if isinstance(r.get("manual"), dict) else {}
+        manual = r.get("manual")
+        if not isinstance(manual, dict):
+            manual = {}
         value = r.get(f"manual_{score}", manual.get(score))
         split = r.get("compared_on", "test")
         rows.append(
@@ -371,7 +373,9 @@ def _headline(run: RunFolder) -> list[tuple[str, str]]:
     if r.get(f"test_{score}") is not None:
         out.append((f"test {score}", _fmt(r.get(f"test_{score}"), spec)))
     if "manual_prompt" in r:
-        manual = r.get("manual") if isinstance(r.get("manual"), dict) else {}
+        manual = r.get("manual")
+        if not isinstance(manual, dict):
+            manual = {}
         value = r.get(f"manual_{score}", manual.get(score))
         out.append((f"manual prompt, {r.get('compared_on', 'test')} {score}", _fmt(value, spec)))
     out.append(("prompt perplexity", _fmt(r.get("prompt_perplexity"), ".2f")))
@@ -593,8 +597,8 @@ def _compare_outputs(runs: list[RunFolder]) -> Table | None:
     index: list[dict[str, dict]] = []
     for r in have:
         by_input: dict[str, dict] = {}
-        for row in r.outputs or []:
-            by_input.setdefault(str(row.get("input")), row)
+        for item in r.outputs or []:
+            by_input.setdefault(str(item.get("input")), item)
         index.append(by_input)
     rows = []
     for n, base in enumerate(first):
@@ -664,27 +668,27 @@ def render_html(paths: Sequence[str | Path]) -> str:
 
     from hardprompts._version import __version__
 
-    paths = [Path(p) for p in paths]
-    if not paths:
+    folders = [Path(p) for p in paths]
+    if not folders:
         raise DataError("give a run folder, a sweep folder, or several run folders")
-    for p in paths:
+    for p in folders:
         if not p.is_dir():
             raise DataError(f"{p} is not a folder; give run folders or a sweep folder")
-    if len(paths) == 1 and not is_run_folder(paths[0]) and is_sweep_folder(paths[0]):
-        context = _sweep_context(paths[0])
+    if len(folders) == 1 and not is_run_folder(folders[0]) and is_sweep_folder(folders[0]):
+        context = _sweep_context(folders[0])
         template = "sweep.html.j2"
-    elif len(paths) == 1:
-        context = {"kind": "run", "run": run_view(read_run_folder(paths[0]))}
+    elif len(folders) == 1:
+        context = {"kind": "run", "run": run_view(read_run_folder(folders[0]))}
         context["title"] = context["run"].title
         template = "run.html.j2"
     else:
-        sweeps = [p for p in paths if not is_run_folder(p) and is_sweep_folder(p)]
+        sweeps = [p for p in folders if not is_run_folder(p) and is_sweep_folder(p)]
         if sweeps:
             raise DataError(
                 f"{sweeps[0]} is a sweep folder; report a sweep on its own, or compare run "
                 "folders (e.g. its cells <method>/alpha=<a>/seed=<s>)"
             )
-        context = _compare_context([read_run_folder(p) for p in paths])
+        context = _compare_context([read_run_folder(p) for p in folders])
         template = "compare.html.j2"
     context.update(
         style=_asset("report.css"),

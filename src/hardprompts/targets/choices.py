@@ -37,7 +37,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from transformers import DynamicCache
@@ -94,7 +94,7 @@ def prefill(model, prefixes: Sequence[Sequence[int]], pad_id: int) -> Prefill:
         mask[r, lp - len(p) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens at 0.., as without padding
-    keep = (
+    keep: dict[str, Any] = (
         {"logits_to_keep": 1}
         if "logits_to_keep" in inspect.signature(model.forward).parameters
         else {}
@@ -266,7 +266,7 @@ class ChoiceScorer:
         vocab = first.shape[-1]
         cache = sum(k.numel() * k.element_size() * 2 for k, _ in kv)  # the chunk's prefix cache
         cfg = self.model.config
-        width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
+        width = getattr(cfg, "hidden_size", None) or int(getattr(cfg, "n_embd", 768))
         start = 0
         while start < len(rows):
             lc = len(rows[start][2]) - 1  # the last token's own logits are never needed

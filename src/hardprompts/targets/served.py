@@ -395,6 +395,7 @@ def probe_fingerprint(endpoints: Endpoints, model: str) -> tuple[dict | None, st
             f"{endpoints.urls[0]} returned no log-probabilities for the probe text, so what it "
             "serves cannot be fingerprinted"
         )
+    assert lp is not None  # no log-probabilities at all returned above
     rounded = [
         None if v is None else round(float(v), FINGERPRINT_DECIMALS)
         for v in lp.token_logprobs or []

@@ -22,6 +22,7 @@ does not handle) are caught by the callers' self-checks, which fall back to copy
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from transformers import AttentionInterface
@@ -43,6 +44,8 @@ class SharedPrefix:
     Before each forward, :meth:`step` gives the positions and mask of the forward's tokens;
     :meth:`keep` drops rows between decoding steps.
     """
+
+    _q: int  # tokens per row of the current forward (set by :meth:`step`)
 
     def __init__(
         self,
@@ -121,7 +124,9 @@ class SharedPrefix:
             self._windowed[sliding_window] = self._allowed & near[:, None, None]
         return self._windowed[sliding_window]
 
-    def own(self, layer: int, key: torch.Tensor, value: torch.Tensor):
+    def own(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The row's own keys and values [R, H_kv, T, hd], this forward's tokens last."""
         if not self.capacity:
             return key, value
@@ -131,6 +136,7 @@ class SharedPrefix:
             self.own_values[layer] = value.new_empty(shape)
         r, end = key.shape[0], self.filled + key.shape[2]
         ok, ov = self.own_keys[layer], self.own_values[layer]
+        assert ok is not None and ov is not None  # allocated above
         ok[:r, :, self.filled : end] = key  # written in place: no copy of earlier tokens
         ov[:r, :, self.filled : end] = value
         return ok[:r, :, :end], ov[:r, :, :end]
@@ -191,12 +197,13 @@ def shared_prefix_attention(
         if kwargs.get(name) is not None:
             raise NotImplementedError(f"shared-prefix attention does not support {name!r}")
     ctx = shared_prefix
-    pk, pv = ctx.prefix(module.layer_idx)  # [m, H_kv, Lk, hd]
+    layer = cast(int, module.layer_idx)  # set by transformers' attention modules
+    pk, pv = ctx.prefix(layer)  # [m, H_kv, Lk, hd]
     hkv, lk = pk.shape[1], pk.shape[2]
     r, h, q, hd = query.shape
     if r != ctx.num_rows:
         raise RuntimeError(f"{r} rows in the forward but {ctx.num_rows} in the shared prefix")
-    k_own, v_own = ctx.own(module.layer_idx, key, value)  # [R, H_kv, T, hd]
+    k_own, v_own = ctx.own(layer, key, value)  # [R, H_kv, T, hd]
     qg = query.view(r, hkv, h // hkv, q, hd)  # heads grouped by their key/value head
     scores = torch.cat(
         [
@@ -241,9 +248,9 @@ def attention_implementation(model, name: str = SHARED_PREFIX_ATTENTION):
 def cache_bytes_per_token(model) -> int:
     """Bytes of key/value cache one token holds over all layers (grouped-query heads counted)."""
     cfg = model.config
-    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
-    d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
-    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 12)
+    layers = getattr(cfg, "num_hidden_layers", None) or int(getattr(cfg, "n_layer", 12))
+    d = getattr(cfg, "hidden_size", None) or int(getattr(cfg, "n_embd", 768))
+    heads = getattr(cfg, "num_attention_heads", None) or int(getattr(cfg, "n_head", 12))
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or d // heads
     return layers * 2 * kv_heads * head_dim * (torch.finfo(model.dtype).bits // 8)

@@ -132,6 +132,7 @@ class ExampleTask:
         )  # None: a served target; the inputs are sent whole
         self._chat_tokens = 0  # tokens the chat format adds, kept free when fitting an input
         if chat is not None and self.encoder is not None:
+            assert tokenizer is not None  # the encoder exists only with a tokenizer
             self._chat_tokens = len(
                 tokenizer(chat.extra_text(), add_special_tokens=False)["input_ids"]
             )
@@ -289,7 +290,11 @@ class ExampleTask:
         return ["score"]
 
     def describe(self, split: str) -> dict[str, Any]:
-        out = {"source": self.split(split).source, "template": self.template, "kind": self.kind}
+        out: dict[str, Any] = {
+            "source": self.split(split).source,
+            "template": self.template,
+            "kind": self.kind,
+        }
         if self.chat is not None:
             out["chat"] = True
         if self.info is not None and self.info.manual_prompt:
