@@ -47,15 +47,19 @@ ThreadsOpt = Annotated[
 
 
 def user_errors(fn):
-    """Turn HardpromptsError into a one-line message and exit status 2; keep libraries quiet."""
+    """Turn HardpromptsError into a one-line message and exit status 2, an interrupted run
+    (which has said what it saved and how to resume) into status 130; keep libraries quiet."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        from hardprompts.interrupts import EXIT_INTERRUPTED
         from hardprompts.runtime import quiet_libraries
 
         try:
             with quiet_libraries():
                 return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except HardpromptsError as exc:
             # Text, not markup: messages quote user values such as "['a', 'b']" or "hf:x[train]".
             err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
@@ -287,6 +291,13 @@ def tune_cmd(
     ]
     out.print("  ".join([*scores, f"perplexity {format_perplexity(result['prompt_perplexity'])}"]))
     out.print(f"wrote {Path(cfg.out_dir) / 'result.json'}")
+    _print_warnings(result)
+
+
+def _print_warnings(result: dict) -> None:
+    """The run's end-of-run warnings (a run too short to learn), one line each, on stderr."""
+    for warning in result.get("warnings") or []:
+        err.print(Text.assemble(("warning:", "bold yellow"), f" {warning}"), soft_wrap=True)
 
 
 @app.command("demo")
@@ -306,8 +317,8 @@ def demo_cmd(
         ),
     ] = "classification",
     method: Annotated[
-        str, typer.Option(help="pin, rlprompt or pez (style: pin, rlprompt).")
-    ] = "pin",
+        str | None, typer.Option(help="pin (default), rlprompt or pez (style: pin, rlprompt).")
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, help="Training steps (default 300; --task style: 100).")
     ] = None,
@@ -331,35 +342,17 @@ def demo_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Tune a prompt offline with the built-in model; compare with a manual prompt; plot the curves."""
-    from hardprompts.demo import (
-        DEMO_ROOT,
-        dataset_label,
-        demo_config,
-        fresh_run_dir,
-        latest_run,
-        run_demo,
-    )
+    from hardprompts.demo import dataset_label, demo_run, run_demo
     from hardprompts.runtime import threads as use_threads
 
+    cfg, out_dir, previous = demo_run(task, dataset, method, steps, out_dir, resume, set_)
+    cfg, method, steps = _checked(cfg), cfg.algorithm.name, cfg.train.steps
     if task == "style":
-        return _style_demo(dataset, method, steps or 100, out_dir, resume, threads, set_)
-    if task != "classification":
-        from hardprompts.errors import ConfigError
-
-        raise ConfigError(f"--task {task!r}: choose classification or style")
-    steps = steps or 300
-    previous = None
-    if out_dir is None and resume:
-        out_dir = latest_run(DEMO_ROOT, finished=False)
-    elif out_dir is None:
-        previous = latest_run(DEMO_ROOT, finished=True, required=False)
-        out_dir = fresh_run_dir(DEMO_ROOT)
-    cfg = _checked(demo_config(dataset, method, steps, str(out_dir), set_))
+        return _style_demo(cfg, method, steps, out_dir, resume, threads)
     with use_threads(threads, cfg) as n_threads:
         out.print(
             f"[bold]hardprompts demo[/]: {method} on {dataset_label(cfg)}, policy and target "
-            f"{cfg.target.model}, {steps} steps, {n_threads} thread{'s' * (n_threads > 1)} "
-            f"-> {out_dir}",
+            f"{cfg.target.model}, {steps} steps -> {out_dir}\n{n_threads.text}",
             highlight=False,
         )
         r = run_demo(cfg, resume=resume)
@@ -383,27 +376,18 @@ def demo_cmd(
             + (" (the same result)" if same else ""),
             highlight=False,
         )
+    _print_warnings(r)
 
 
-def _style_demo(dataset, method, steps: int, out_dir: Path | None, resume: bool, threads, set_):
-    from hardprompts.demo import (
-        dataset_label,
-        fresh_run_dir,
-        latest_run,
-        run_style_demo,
-        style_demo_config,
-    )
+def _style_demo(cfg, method: str, steps: int, out_dir: Path, resume: bool, threads):
+    from hardprompts.demo import dataset_label, run_style_demo
     from hardprompts.runtime import threads as use_threads
 
-    root = Path("runs/demo-style")
-    if out_dir is None:
-        out_dir = latest_run(root, finished=False) if resume else fresh_run_dir(root)
-    cfg = _checked(style_demo_config(dataset, method, steps, str(out_dir), set_))
     with use_threads(threads, cfg) as n_threads:
         out.print(
             f"[bold]hardprompts demo --task style[/]: {method} on {dataset_label(cfg)}, negative "
-            f"-> positive, policy and generator {cfg.target.model}, {steps} steps, {n_threads} "
-            f"thread{'s' * (n_threads > 1)} -> {out_dir}",
+            f"-> positive, policy and generator {cfg.target.model}, {steps} steps -> {out_dir}\n"
+            f"{n_threads.text}",
             highlight=False,
         )
         r = run_style_demo(cfg, resume=resume)
@@ -420,6 +404,7 @@ def _style_demo(dataset, method, steps: int, out_dir: Path | None, resume: bool,
     for ex in r.get("test_examples") or []:
         out.print(f"  {ex['input']!r} -> {ex['output']!r}", highlight=False)
     out.print(f"curves: {r['curves_png']}\nresult: {out_dir / 'result.json'}", highlight=False)
+    _print_warnings(r)
 
 
 def _field_sections() -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
