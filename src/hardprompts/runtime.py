@@ -115,7 +115,7 @@ def estimated_parameters(name: str) -> int | None:
     if name in _MINILM:
         return _MINILM[name]
     try:
-        path = resolve_model_path(name)
+        path = resolve_model_path(name, probe_hub=False)
         cfg = AutoConfig.from_pretrained(path, local_files_only=True)
     except (ModelLoadError, OSError, ValueError):
         return None
