@@ -56,3 +56,14 @@ def test_unreachable_hub_switches_this_process_offline(hub_not_switched_off, mon
     modeling._hub.clear()
     assert modeling.resolve_model_path("builtin:yelp-small").endswith("yelp-small")
     assert modeling._hub == {}
+
+
+def test_data_is_checked_before_any_model_is_loaded(hub_not_switched_off, tmp_path):
+    """A missing dataset fails on the data, without asking the hub for the (misspelt) model."""
+    args = ["tune", "--set", "algorithm.name=pin", "--set", "target.model=gpt2-smal"]
+    args += ["--set", f"task.dataset={tmp_path / 'nowhere'}", "--set", "task.split_seed=null"]
+    args += ["--set", "task.verbalizers=[' terrible', ' great']", "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "nowhere" in res.output and "gpt2-smal" not in res.output
+    assert modeling._hub == {}  # the hub was never asked

@@ -165,6 +165,9 @@ def eval_cmd(
         prompts += _read_prompt_file(prompt_file)
     if not prompts:
         prompts = [""]  # the bare template
+    from hardprompts.tasks.precheck import check_data
+
+    check_data(cfg, [split])  # the data, before any model is loaded
     with use_threads(threads, cfg):
         task = build_task(cfg)
         n = task.num_inputs(split)

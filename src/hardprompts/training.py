@@ -220,6 +220,9 @@ def run_with_context(
             f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out"
         )
 
+    from hardprompts.tasks.precheck import check_data
+
+    check_data(config, ("train", "dev"))  # the data, before any model is loaded
     seed_everything(config.train.seed)
     task = build_task(config)
     for split in ("train", "dev"):  # read and check both splits before any training

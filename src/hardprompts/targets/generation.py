@@ -58,6 +58,8 @@ class TextGenerator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
         eos = tokenizer.eos_token_id
         self.eos_ids = {eos} if eos is not None else set()
+        #: Tokens generated so far, over all calls (the target's usage reads it).
+        self.new_tokens = 0
 
     def encode(self, text: str) -> list[int]:
         """Ids of one text: leading special tokens, then the text (BOS/EOS alone when empty)."""
@@ -163,6 +165,7 @@ class TextGenerator:
             cache = output_cache(res)
             positions = positions + 1
             logits = res.logits[:, -1]
+        self.new_tokens += sum(len(g) for g in generated)
         return [
             t if t is not None else self._text(g, stop)
             for t, g in zip(texts, generated, strict=True)

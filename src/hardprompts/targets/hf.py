@@ -563,9 +563,11 @@ class HFTarget:
         (each text's cache computed once and shared by its choices: :mod:`.choices`)."""
         self._scoring = True  # counted as target work (usage)
         try:
-            return self._continuation_logprobs(texts, continuations, progress)
+            out = self._continuation_logprobs(texts, continuations, progress)
         finally:
             self._scoring = False
+        self.usage.add(pairs=len(texts))  # one (prompt, input) pair per text, all its choices
+        return out
 
     def _continuation_logprobs(self, texts, continuations, progress) -> list[list[float]]:
         if self._choice_scorer is None:
@@ -582,10 +584,14 @@ class HFTarget:
         """For each text, ``num_samples`` continuations cut before ``stop`` (contract 2; the
         arguments of :meth:`hardprompts.targets.generation.TextGenerator.generate`)."""
         self._scoring = True  # counted as target work (usage)
+        before = self._generator.new_tokens if self._generator is not None else 0
         try:
-            return self._generate(texts, **kwargs)
+            out = self._generate(texts, **kwargs)
         finally:
             self._scoring = False
+        # one (prompt, input) pair per text, however many samples it was given
+        self.usage.add(pairs=len(texts), completion_tokens=self._generator.new_tokens - before)
+        return out
 
     def _generate(self, texts: Sequence[str], **kwargs) -> list[list[str]]:
         if self._generator is None:
