@@ -215,15 +215,10 @@ def eval_cmd(
     if same:  # the score is another column (classification, multiple choice: accuracy)
         columns.remove("score")
         described = {**described, "score": same[0]}
-    table.add_column("prompt", justify="left")
-    for col in columns:
-        table.add_column(col.replace("_", " ").replace("per class", "per-class"), justify="right")
-    for r in results:
-        table.add_row(
-            repr(r.prompt) if r.prompt else "(bare template)",
-            *(_cell(r.metrics[col]) for col in columns),
-        )
-    out.print(table)
+    headers = [col.replace("_", " ").replace("per class", "per-class") for col in columns]
+    names = [repr(r.prompt) if r.prompt else "(bare template)" for r in results]
+    cells = [[_cell(r.metrics[col]) for col in columns] for r in results]
+    out.print(_fitting_table(table, headers, names, cells))
     out.print(", ".join(f"{k} {v!r}" for k, v in described.items()))
     usage = usage_report(task)
     if usage["target_usage"]["pairs"]:
@@ -235,10 +230,34 @@ def eval_cmd(
             out.print(f"wrote {path}")
 
 
+def _fitting_table(table: Table, headers: list[str], names: list[str], cells: list[list[str]]):
+    """``table`` with a prompt column and one column per metric, or, when that is wider than
+    the terminal, one row per metric and one column per prompt (folded: nothing is cut)."""
+    from rich.measure import Measurement
+
+    table.add_column("prompt", justify="left", overflow="fold")
+    for header in headers:
+        table.add_column(header, justify="right", overflow="fold")
+    for name, row in zip(names, cells, strict=True):
+        table.add_row(name, *row)
+    if Measurement.get(out, out.options, table).minimum <= out.width:
+        return table
+    turned = Table(title=table.title)
+    turned.add_column("metric", justify="left", overflow="fold")
+    for name in names:
+        turned.add_column(name, justify="right", overflow="fold")
+    for i, header in enumerate(headers):
+        turned.add_row(header, *(row[i] for row in cells))
+    return turned
+
+
 def _cell(value) -> str:
-    """A metric in the eval table: floats to 4 places, lists of floats to 3, nan as n/a."""
+    """A metric in the eval table: floats to 4 places, lists of floats to 3, nan and None
+    (a metric not defined for this judge) as n/a."""
+    if value is None:
+        return "n/a"
     if isinstance(value, list):
-        return " ".join("n/a" if math.isnan(v) else f"{v:.3f}" for v in value)
+        return " ".join("n/a" if v is None or math.isnan(v) else f"{v:.3f}" for v in value)
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)

@@ -234,7 +234,7 @@ def style_demo_config(
 def run_style_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune a style-transfer prompt, score the manual prompt on test, draw the curves."""
     from hardprompts.plots import plot_training_curves
-    from hardprompts.training import run_with_context
+    from hardprompts.training import run_with_context, tidy_floats
 
     result, ctx = run_with_context(config, resume=resume)
     out_dir = Path(config.out_dir)
@@ -256,6 +256,7 @@ def run_style_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
         extra_keys=("rewards/content", "rewards/style"),
     )
     _warn_if_below_manual(result, ctx, MANUAL_STYLE_PROMPT)
+    result = tidy_floats(result)
     atomic_write_json(out_dir / "result.json", result)
     return result
 
@@ -289,7 +290,7 @@ def dataset_label(config: Config) -> str:
 def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune, then score the manual prompt on test and draw the curves; returns the extended result."""
     from hardprompts.plots import plot_training_curves
-    from hardprompts.training import run_with_context
+    from hardprompts.training import run_with_context, tidy_floats
 
     result, ctx = run_with_context(config, resume=resume)
     out_dir = Path(config.out_dir)
@@ -311,5 +312,6 @@ def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
         title=f"{result['method']} on {dataset_label(config)}",
     )
     _warn_if_below_manual(result, ctx, MANUAL_PROMPT)
+    result = tidy_floats(result)
     atomic_write_json(out_dir / "result.json", result)
     return result

@@ -317,7 +317,7 @@ def run_with_context(
         _say(line)
         raise RunInterrupted(line)
 
-    result = _finish(config, algo, task, loop, time.perf_counter() - started)
+    result = tidy_floats(_finish(config, algo, task, loop, time.perf_counter() - started))
     result["first_update_step"] = algo.first_update_step()
     if loop["step"] < result["first_update_step"]:
         result["warnings"] = [no_update_warning(result, "--set train.steps=")]
@@ -356,6 +356,22 @@ def below_reference_warning(
         f"{result['steps']} steps are likely too few for {result['method']} (it updates from step "
         f"{result.get('first_update_step', 1)}); try {option}{steps_to_try(result)}"
     )
+
+
+def tidy_floats(obj: Any) -> Any:
+    """``obj`` with every float that is exactly a float32 written as the shortest decimal of
+    that float32 (0.8500000238418579 -> 0.85): what float32 tensors compute, without the noise
+    of their float64 repr. Floats of float64 computations, and everything else, are unchanged."""
+    import numpy as np
+
+    if isinstance(obj, float):
+        single = np.float32(obj)
+        return float(str(single)) if np.isfinite(single) and float(single) == obj else obj
+    if isinstance(obj, dict):
+        return {k: tidy_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [tidy_floats(v) for v in obj]
+    return obj
 
 
 def target_usage(task: Any) -> TargetUsage:
