@@ -92,7 +92,9 @@ def test_auto_threads_style_transfer_sizes_its_reward_models(monkeypatch):
     ]  # fmt: skip
     assert auto_threads(cfg) == 1
     # the same task with RLPrompt's reward models (not downloaded here): all cores, and why
-    big = style_demo_config(None, "pin", 3, "runs/x", ["reward.content_model=bertscore:roberta-large"])
+    big = style_demo_config(
+        None, "pin", 3, "runs/x", ["reward.content_model=bertscore:roberta-large"]
+    )
     choice = choose_auto_threads(big)
     assert choice == min(_DEFAULT_THREADS, MAX_AUTO_THREADS)
     assert "roberta-large cannot be sized offline" in choice.text

@@ -233,14 +233,21 @@ def eval_cmd(
 def _fitting_table(table: Table, headers: list[str], names: list[str], cells: list[list[str]]):
     """``table`` with a prompt column and one column per metric, or, when that is wider than
     the terminal, one row per metric and one column per prompt (folded: nothing is cut)."""
-    from rich.measure import Measurement
-
+    # each metric column as wide as its longest value or header word; the prompt at least 16
+    need = (
+        4
+        + 16
+        + sum(
+            3 + max([len(w) for w in header.split()] + [len(row[i]) for row in cells])
+            for i, header in enumerate(headers)
+        )
+    )
     table.add_column("prompt", justify="left", overflow="fold")
     for header in headers:
         table.add_column(header, justify="right", overflow="fold")
     for name, row in zip(names, cells, strict=True):
         table.add_row(name, *row)
-    if Measurement.get(out, out.options, table).minimum <= out.width:
+    if need <= out.width:
         return table
     turned = Table(title=table.title)
     turned.add_column("metric", justify="left", overflow="fold")

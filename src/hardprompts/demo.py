@@ -169,9 +169,7 @@ def resumed_config(
     kind = "style" if saved["task"].get("kind") == "style_transfer" else "classification"
     if kind != task:
         return_option = "--task style" if kind == "style" else "no --task"
-        raise ConfigError(
-            f"--resume: {out_dir} is a {kind} demo; resume it with {return_option}"
-        )
+        raise ConfigError(f"--resume: {out_dir} is a {kind} demo; resume it with {return_option}")
     if method is not None and method != saved["algorithm"]["name"]:
         raise refuse("--method", saved["algorithm"]["name"], method)
     if dataset is not None:

@@ -96,6 +96,4 @@ def plot_training_curves(
 
 def _legend_below(axes) -> None:
     """The legend under the plot, outside the lines it names."""
-    axes.legend(
-        loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False
-    )
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)

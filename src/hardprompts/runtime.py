@@ -158,7 +158,9 @@ def choose_auto_threads(config: Any) -> ThreadChoice:
             return ThreadChoice(many, f"{name} has about {size / 1e6:.0f}M parameters")
     if not names:
         return ThreadChoice(many, "no local model")
-    return ThreadChoice(1, f"every model is local and under {SMALL_MODEL_PARAMS // 1_000_000}M parameters")
+    return ThreadChoice(
+        1, f"every model is local and under {SMALL_MODEL_PARAMS // 1_000_000}M parameters"
+    )
 
 
 def auto_threads(config: Any) -> int:

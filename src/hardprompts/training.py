@@ -266,12 +266,15 @@ def run_with_context(
     saved_at = loop["step"]  # the step of the newest checkpoint
     stopped = None
     try:
-        with deferred_interrupts(
-            "stopping after the step in progress, then saving a checkpoint (press Ctrl-C again to "
-            "stop at once, losing the steps since the last checkpoint)"
-        ) as stop, TrainProgress(
-            steps, loop["step"], enabled=show_progress, label=algo.method, score_name=score
-        ) as bar:
+        with (
+            deferred_interrupts(
+                "stopping after the step in progress, then saving a checkpoint (press Ctrl-C again to "
+                "stop at once, losing the steps since the last checkpoint)"
+            ) as stop,
+            TrainProgress(
+                steps, loop["step"], enabled=show_progress, label=algo.method, score_name=score
+            ) as bar,
+        ):
             for step in range(loop["step"], steps):
                 t0 = time.perf_counter()
                 values = dict(algo.step(step))
