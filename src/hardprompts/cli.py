@@ -383,6 +383,7 @@ def demo_cmd(
             f"[bold]hardprompts demo[/]: {method} on {dataset_label(cfg)}, policy and target "
             f"{cfg.target.model}, {steps} steps -> {out_dir}\n{n_threads.text}",
             highlight=False,
+            soft_wrap=True,
         )
         r = run_demo(cfg, resume=resume)
     table = Table(title=f"{r['compared_on']} accuracy, {dataset_label(cfg)}")
@@ -418,6 +419,7 @@ def _style_demo(cfg, method: str, steps: int, out_dir: Path, resume: bool, threa
             f"-> positive, policy and generator {cfg.target.model}, {steps} steps -> {out_dir}\n"
             f"{n_threads.text}",
             highlight=False,
+            soft_wrap=True,
         )
         r = run_style_demo(cfg, resume=resume)
     cols = ("reward", "content", "style", "output_perplexity")
