@@ -113,7 +113,8 @@ def test_demo_steps_30_interrupted_then_demo_resume_finishes(tmp_path, monkeypat
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     (line,) = [x for x in stderr.splitlines() if x.startswith("interrupted:")]
-    assert line.endswith(f"resume with: hardprompts demo --steps 30 --resume --out {run}")
+    rel = run.relative_to(tmp_path)  # the demo names its folder relative to where it runs
+    assert line.endswith(f"resume with: hardprompts demo --steps 30 --resume --out {rel}")
 
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["demo", "--resume"])  # the latest unfinished demo, as started
