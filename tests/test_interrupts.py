@@ -151,3 +151,17 @@ def test_resume_command_is_this_command_line_with_resume(monkeypatch):
     assert resume_command("runs/demo/1") == "hardprompts demo --steps 30 --resume --out runs/demo/1"
     monkeypatch.setattr(sys, "argv", ["hardprompts", "sweep", "--out", "s"])
     assert resume_command("s/cell") == "hardprompts sweep --out s"
+
+
+def test_first_signal_is_deferred_second_one_stops_and_handlers_come_back():
+    from hardprompts.interrupts import deferred_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    with deferred_interrupts() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled between two bytecodes, here
+        time.sleep(0.01)
+        assert stop.requested and stop.signal == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGTERM) is before
