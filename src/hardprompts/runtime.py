@@ -67,8 +67,8 @@ def loaded_models(config: Any) -> list[str]:
       softprompt read it only as the perplexity judge of a masked target) and the algorithm's own
       model fields (``perplexity_model``, ``reference_model``) when set;
     * the reward models only when the task uses them (``task.kind: style_transfer``): content,
-      style (unset: the preset's built-in classifier), fluency and perplexity models, without
-      their ``bertscore:``/``cosine:``/``lm:`` prefixes.
+      style (unset: the preset's built-in classifier, small), fluency and perplexity models,
+      without their ``bertscore:``/``cosine:``/``lm:`` prefixes.
 
     Sections the run does not use (the classification config's ``reward:``, a ``policy:`` of an
     ``eval``) are not looked at.
@@ -91,11 +91,10 @@ def loaded_models(config: Any) -> list[str]:
         names += own
     task = getattr(config, "task", None)
     if getattr(task, "kind", None) == "style_transfer":
-        from hardprompts.tasks.style import STYLE_PRESETS
-
         reward = config.reward
-        style = reward.style_model or STYLE_PRESETS.get(task.dataset, {}).get("style_model")
-        for name in (reward.content_model, style, reward.fluency_model, reward.perplexity_model):
+        # An unset style model is the preset's built-in classifier (22M parameters): not listed.
+        models = (reward.content_model, reward.style_model, reward.fluency_model)
+        for name in (*models, reward.perplexity_model):
             if isinstance(name, str):
                 names.append(_strip_reward_prefix(name))
     return list(dict.fromkeys(names))

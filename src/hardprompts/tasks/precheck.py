@@ -32,9 +32,18 @@ def check_data(config: Any, splits: Iterable[str]) -> None:
     elif task.kind in ("generation", "multiple_choice"):
         from hardprompts.tasks.examples import resolve_info
         from hardprompts.tasks.generation import GenerationTask
-        from hardprompts.tasks.multiple_choice import MultipleChoiceTask, _NoTarget
+        from hardprompts.tasks.multiple_choice import MultipleChoiceTask
 
         cls = GenerationTask if task.kind == "generation" else MultipleChoiceTask
-        probe = cls(_NoTarget(), config=task, info=resolve_info(task, task.kind))
+        probe = cls(_DataOnly(), config=task, info=resolve_info(task, task.kind))
         for split in splits:
             probe.split(split)
+
+
+class _DataOnly:
+    """Stands in for the target while the data is read: it can do what the families ask of a
+    target at construction, and nothing is ever called."""
+
+    kind = "causal"
+    generate = None
+    continuation_logprobs = None
