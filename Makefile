@@ -1,11 +1,12 @@
-# Two commands on a fresh clone: `make demo` (the main job) and `make test` (the whole suite).
+# Two commands on a fresh clone: `make demo` (the main job) and `make test` (lint, types, the docs
+# site and the whole suite).
 # Both install what they need first: a virtualenv in .venv, PyTorch's CPU build, then the package.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo eval test test-fast lint bench
+.PHONY: install demo eval test test-fast lint bench docs
 
 $(BIN)/hardprompts: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,10 +26,17 @@ eval: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy    # src/ in mypy's default mode, the public API strictly (pyproject.toml)
+	$(MAKE) docs
 	$(BIN)/python -m pytest
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# The documentation site, warnings as errors (a broken link or a stale API name fails), into
+# site/ (git-ignored); `$(BIN)/mkdocs serve` to read it while writing.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 bench: install
 	$(BIN)/python benchmarks/score_throughput.py

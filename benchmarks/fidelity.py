@@ -483,8 +483,8 @@ def style_claims(
 
 
 def default_data_dir() -> Path:
-    """$HARDPROMPTS_DATA_DIR, else ../shared/data/fsc beside the repository."""
-    return Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data" / "fsc"))
+    """$HARDPROMPTS_DATA_DIR/fsc, else ../shared/data/fsc beside the repository."""
+    return Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data")) / "fsc"
 
 
 def demo_splits(folder: Path, seeds: Sequence[str]) -> Path:
@@ -547,8 +547,8 @@ def base_config(dataset: str, work: Path, data_dir: Path, seeds: Sequence[str]) 
 
 
 def default_tst_dir() -> Path:
-    """$HARDPROMPTS_TST_DIR, else ../shared/data/tst beside the repository."""
-    return Path(os.environ.get("HARDPROMPTS_TST_DIR", REPO.parent / "shared" / "data" / "tst"))
+    """$HARDPROMPTS_DATA_DIR/tst, else ../shared/data/tst beside the repository."""
+    return Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data")) / "tst"
 
 
 def style_base_config(grid: Grid, dataset: str, tst_dir: Path) -> dict[str, Any]:
@@ -1416,13 +1416,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--data-dir",
         type=Path,
         default=None,
-        help="The few-shot splits (default $HARDPROMPTS_DATA_DIR or ../shared/data/fsc).",
+        help="The few-shot splits (default $HARDPROMPTS_DATA_DIR/fsc or ../shared/data/fsc).",
     )
     p.add_argument(
         "--tst-dir",
         type=Path,
         default=None,
-        help="The style-transfer corpora (default $HARDPROMPTS_TST_DIR or ../shared/data/tst).",
+        help="The style-transfer corpora (default $HARDPROMPTS_DATA_DIR/tst or ../shared/data/tst).",
     )
     p.add_argument(
         "--datasets",

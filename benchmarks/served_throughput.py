@@ -14,7 +14,7 @@ model behind an OpenAI-compatible API, one forward per prompt, in a thread of th
 real server given with ``--base-url`` (e.g. vLLM: ``python -m vllm.entrypoints.openai.api_server
 --model src/hardprompts/builtin/yelp-small --served-model-name yelp-small --port 8765 --dtype
 float32 --max-model-len 256 --gpu-memory-utilization 0.1``; then pass ``--served-model
-yelp-small``; the README has the numbers).
+yelp-small``; docs/results/benchmarks.md has the numbers).
 
     python benchmarks/served_throughput.py --threads 1                  # loopback, builtin:yelp-small
     python benchmarks/served_throughput.py --base-url http://localhost:8000/v1 --served-model tiny

@@ -15,7 +15,7 @@ backend, ``(sweep time with 1 worker − local sweep time) / 8``: submitting the
 worker process (once per worker: importing torch and transformers) and the worker's loading of
 the models, which the local backend also pays but in an already warm process.
 
-    nice -n 10 python benchmarks/sweep_scaling.py               # the README's numbers
+    nice -n 10 python benchmarks/sweep_scaling.py               # the numbers in docs/results/benchmarks.md
     python benchmarks/sweep_scaling.py --steps 5 --backends local,ray2   # quick check
 """
 

@@ -17,7 +17,7 @@ implementation (mingkaid/rl-prompt):
   3.15M-parameter MLP head (it does deep-copy the whole LM as its target network). Since this
   part is about 2 % of a step, the stand-in's step was within 2-6 % of the real code's time when
   the two were run side by side on these shapes (measured outside this repository, with the
-  reference's own code; see the README).
+  reference's own code; see docs/results/benchmarks.md).
 
 Like the reference, the naive reward pads each prompt's batch of 32 inputs to the longest one
 (2.1x the real tokens on these inputs): that, more than the verbalizer-only head, is the masked

@@ -127,10 +127,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def describe_file(path: Path, data_dir: Path) -> dict:
-    """Line count and sha256 of a data file, its path written as ``../shared/data/tst/...``."""
+    """Line count and sha256 of a data file, its path in the data tree (``tst/...``)."""
     return {
         **_describe(path),
-        "path": f"../shared/data/tst/{path.relative_to(data_dir).as_posix()}",
+        "path": f"tst/{path.relative_to(data_dir).as_posix()}",
     }
 
 
@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     k: (repo_relative(v) if isinstance(v, Path) else v)
                     for k, v in vars(args).items()
                 },
-                "data_dir": "../shared/data/tst",
+                "data_dir": "tst",
             },
             "command": training_command(args),
             "labels": LABELS[args.dataset],

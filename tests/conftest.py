@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 # Tiny models run fastest on one thread, and the 2-core machines are shared by parallel work.
 torch.set_num_threads(int(os.environ.get("HARDPROMPTS_TEST_THREADS", "1")))
 
-DATA = Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data" / "fsc"))
+# The real data tree (fsc/ tst/ ii/ bbii/): $HARDPROMPTS_DATA_DIR (.ci/run sets it), else
+# ../shared/data beside the checkout. It is exported so that presets named without task.data_dir
+# read it; downloads during tests go to a fresh cache folder, never the user's.
+DATA_ROOT = Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data"))
+DATA = DATA_ROOT / "fsc"
+if DATA_ROOT.is_dir():
+    os.environ["HARDPROMPTS_DATA_DIR"] = str(DATA_ROOT)
+os.environ["HARDPROMPTS_CACHE"] = tempfile.mkdtemp(prefix="hardprompts-test-cache-")
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +39,7 @@ def tiny_roberta(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fsc_dir() -> Path:
-    """../shared/data/fsc: the real few-shot splits (never copied into the repo)."""
+    """DATA_ROOT/fsc: the real few-shot splits (never copied into the repo)."""
     if not (DATA / "sst-2").is_dir():
         pytest.skip(f"benchmark data not found at {DATA}")
     return DATA
@@ -41,7 +49,7 @@ def fsc_dir() -> Path:
 # "no benchmark data at PATH". `make test` ends with a line counting them (pytest -ra lists each
 # one above it); with HARDPROMPTS_REQUIRE_DATA=1 (set by .ci/run: CI has the data) such a skip is
 # a failure, so that CI never passes on tests that did not run.
-_DATA_SKIP = re.compile(r"not found at|no benchmark data at", re.IGNORECASE)
+_DATA_SKIP = re.compile(r"not found at|no benchmark data at|no data tree at", re.IGNORECASE)
 _skips: dict[str, list[str]] = {"data": [], "other": []}
 
 
@@ -72,7 +80,7 @@ def pytest_terminal_summary(terminalreporter):
     data, other = _skips["data"], _skips["other"]
     if data:
         terminalreporter.write_line(
-            f"{len(data)} test(s) skipped for missing data (looked under {DATA.parent}): put the "
+            f"{len(data)} test(s) skipped for missing data (looked under {DATA_ROOT}): put the "
             "data there or set HARDPROMPTS_DATA_DIR; the reasons are listed above",
             yellow=True,
             bold=True,

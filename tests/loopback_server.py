@@ -10,11 +10,14 @@ mocked: every number comes from a forward pass):
   ``stop``; a ``usage`` block.
 * ``POST /v1/chat/completions``: the messages' contents joined by newlines are the text (no chat
   template); ``logprobs`` / ``top_logprobs`` of the answer tokens; ``max_tokens``, ``n``, ...
+* ``GET /v1/models``: the served name (``id``), ``root`` and ``max_model_len``, as vLLM lists them.
 * ``POST /tokenize`` and ``/detokenize`` (vLLM's endpoints, at the server root):
   ``{"tokens": [...], "count", "max_model_len"}`` and ``{"prompt": text}``; only when
   ``tokenize=True``.
 
 ``stats`` counts requests (all, and ``scoring``: completions and chat ones), connections and prompts.
+:meth:`LoopbackServer.serve` swaps the model behind the same name while the server runs (what
+restarting vLLM with new weights and the same ``--served-model-name`` does).
 """
 
 from __future__ import annotations
@@ -64,8 +67,12 @@ class LoopbackServer(LocalServer):
         echo: return prompt log-probabilities (``echo``); False mimics servers that cannot.
         logprobs: return log-probabilities at all (False: ``logprobs`` is always null).
         tokenize: offer vLLM's ``/tokenize``.
+        completions: offer ``/v1/completions`` (False: a chat-only endpoint).
+        refuse_echo: answer HTTP 400 to ``echo`` with ``logprobs`` (as OpenAI's hosted API does).
         max_model_len: reported by ``/tokenize``; longer prompts get HTTP 400 as vLLM gives.
         port: 0 picks a free port.
+        name: the served model's name in ``/v1/models`` (requests may ask for any name).
+        root: the ``root`` in ``/v1/models`` (default: the model's ``name_or_path``).
     """
 
     def __init__(
@@ -76,11 +83,17 @@ class LoopbackServer(LocalServer):
         echo: bool = True,
         logprobs: bool = True,
         tokenize: bool = True,
+        completions: bool = True,
+        refuse_echo: bool = False,
         max_model_len: int = 1024,
         port: int = 0,
+        name: str = "tiny",
+        root: str | None = None,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.echo, self.logprobs, self.tokenize = echo, logprobs, tokenize
+        self.completions, self.name, self.refuse_echo = completions, name, refuse_echo
+        self.root = root if root is not None else str(model.config.name_or_path)
         self.max_model_len = max_model_len
         self.lock = threading.Lock()
         self._tokens: dict[int, str] = {}
@@ -98,13 +111,20 @@ class LoopbackServer(LocalServer):
                 with owner.lock:
                     owner.stats["connections"] += 1
 
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                self.do_POST(get=True)
+
+            def do_POST(self, get: bool = False):  # noqa: N802 - http.server's naming
+                size = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(size)) if size else {}
                 with owner.lock:
                     owner.stats["requests"] += 1
                     owner.stats["scoring"] += self.path.endswith("completions")
                 try:
-                    status, payload = owner.handle(self.path, body)
+                    if get:
+                        status, payload = owner.handle_get(self.path)
+                    else:
+                        status, payload = owner.handle(self.path, body)
                 except Exception as exc:  # a bug here must show in the test, not hang it
                     status, payload = 500, {"error": {"message": repr(exc), "code": 500}}
                 out = json.dumps(payload).encode()
@@ -116,7 +136,25 @@ class LoopbackServer(LocalServer):
 
         self._start(Handler, port)
 
+    def serve(self, model, tokenizer=None, root: str | None = None) -> None:
+        """Serve ``model`` (and ``tokenizer``) from now on, under the same name (``root``: what
+        ``/v1/models`` reports; default: unchanged, as a checkpoint overwritten in place)."""
+        with self.lock:
+            self.model = model
+            if tokenizer is not None:
+                self.tokenizer = tokenizer
+                self._tokens = {}
+            if root is not None:
+                self.root = root
+
     # ------------------------------------------------------------------ requests
+
+    def handle_get(self, path: str) -> tuple[int, dict]:
+        if path == "/v1/models":
+            entry = {"id": self.name, "object": "model", "owned_by": "loopback", "root": self.root,
+                     "parent": None, "max_model_len": self.max_model_len}  # fmt: skip
+            return 200, {"object": "list", "data": [entry]}
+        return 404, {"error": {"message": f"no route {path}", "code": 404}}
 
     def handle(self, path: str, body: dict) -> tuple[int, dict]:
         if path == "/detokenize" and self.tokenize:
@@ -125,7 +163,7 @@ class LoopbackServer(LocalServer):
             add = body.get("add_special_tokens", True)
             ids = self.tokenizer(body["prompt"], add_special_tokens=add)["input_ids"]
             return 200, {"tokens": ids, "count": len(ids), "max_model_len": self.max_model_len}
-        if path == "/v1/completions":
+        if path == "/v1/completions" and self.completions:
             return self._completions(body)
         if path == "/v1/chat/completions":
             return self._chat(body)
@@ -240,6 +278,8 @@ class LoopbackServer(LocalServer):
         with self.lock:
             self.stats["prompts"] += len(prompts)
         k = body.get("logprobs")
+        if body.get("echo") and k is not None and self.refuse_echo:
+            return 400, {"error": {"message": "echo is not supported with logprobs", "code": 400}}
         echo = bool(body.get("echo")) and self.echo
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for ids, _, _ in prompts:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_ROOT
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hardprompts.metrics import prompt_perplexity
@@ -20,9 +21,7 @@ from hardprompts.modeling import (
 )
 
 NAME = "builtin:yelp-small"
-YELP_TEST = (
-    Path(__file__).resolve().parents[2] / "shared/data/tst/yelp/clean/sentiment.test.1.clean"
-)
+YELP_TEST = DATA_ROOT / "tst/yelp/clean/sentiment.test.1.clean"
 
 
 @pytest.fixture(scope="module")

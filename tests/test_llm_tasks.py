@@ -83,7 +83,10 @@ def test_generation_reward_is_30_times_the_metric(tiny_gpt2, tmp_path):
     prompts = ["Write the opposite.", "Antonym:"]
     results, records = task.evaluate_with_outputs(prompts, "train")
     rewards = task.train_rewards(prompts, StablePromptReward(30.0, 0.01))
+    train = task.split("train").examples
     for p, result in enumerate(results):
+        # gold: every acceptable answer of the example, in order
+        assert [r["gold"] for r in records[p]] == [" | ".join(e.answers) for e in train]
         exact = sum(r["correct"] for r in records[p]) / len(records[p])
         assert result.metrics["score"] == pytest.approx(exact)  # em: the score is 0/1 per example
         assert float(rewards.reward[p]) == pytest.approx(30 * exact)  # no margin term
@@ -146,6 +149,7 @@ def test_eval_writes_outputs_per_example(tiny_gpt2, tmp_path):
         assert r["input"] in inputs  # the input as it stands in the data (options not appended)
         assert r["output"] in inputs[r["input"]]["target_scores"]  # an option, spelled as there
         assert r["correct"] == (inputs[r["input"]]["target_scores"][r["output"]] == 1)
+        assert inputs[r["input"]]["target_scores"][r["gold"]] == 1  # the correct option
     assert row["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / 4)
     assert dev.task.kind == "multiple_choice"
 
@@ -292,7 +296,8 @@ def test_bad_input_messages(tiny_gpt2, tmp_path):
     res = runner.invoke(app, ["eval", "-c", str(config)])
     assert (
         res.exit_code == 2
-        and "bbii/snarks is a multiple_choice task; set task.kind: multiple_choice" in res.output
+        and "task.dataset 'bbii/snarks' is a multiple_choice dataset; set task.kind: multiple_choice"
+        in " ".join(res.output.split())
     )
     folder = choice_folder(tmp_path)
     (folder / "dev.jsonl").write_text(

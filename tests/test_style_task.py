@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_ROOT
 
 from hardprompts.algorithms.base import RunContext
 from hardprompts.config import load_config
@@ -211,6 +212,7 @@ def test_evaluation_picks_the_best_output_and_reports_metrics():
     assert records[0][0] == {
         "input": "the food was terrible today",
         "output": "the food was great today",
+        "gold": "the food was great today",
         "content": pytest.approx(80.0),  # 4 of the 5 source words kept
         "style": pytest.approx(90.0),
         "reward": pytest.approx(85.0),
@@ -343,8 +345,7 @@ def test_bad_inputs_are_one_clear_message(tmp_path):
 
 # ------------------------------------------------------------------------ presets on real data
 
-TST = Path(__import__("os").environ.get("HARDPROMPTS_TST_DIR", Path(__file__).resolve().parents[2]
-                                        / "shared" / "data" / "tst"))  # fmt: skip
+TST = DATA_ROOT / "tst"
 
 
 @pytest.fixture(scope="module")

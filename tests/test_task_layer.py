@@ -40,7 +40,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hardprompts"
 
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["hardprompts", "errors", "checkpoint", "progress", "interrupts"]),
+    ("base", ["_version", "errors", "checkpoint", "progress", "datastore", "interrupts"]),
     ("config", ["config"]),
     (
         "utilities",
@@ -62,7 +62,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("policies", ["policy", "agent"]),
     ("algorithms", ["algorithms"]),
     ("loop", ["training"]),
-    ("apps", ["demo", "sweep", "sweep_ray", "report", "cli"]),
+    ("api", ["api", "runs"]),  # the Python API: tune, evaluate, load_run
+    ("apps", ["demo", "sweep", "sweep_ray", "report", "runfolder", "html_report", "cli", "cli_data",
+              "cli_cache"]),
+    ("package", ["hardprompts"]),  # the package's face re-exports the API (lazily)
 ]
 
 
@@ -137,7 +140,13 @@ def test_config_imports_nothing_above_it_and_algorithms_load_on_first_use():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = json.loads(out.stdout.splitlines()[-1])
-    assert before == ["hardprompts", "hardprompts.config", "hardprompts.errors"]
+    assert before == [
+        "hardprompts",
+        "hardprompts._version",
+        "hardprompts.config",
+        "hardprompts.datastore",  # light: the dataset's task kind, read from the manifest
+        "hardprompts.errors",
+    ]
     assert "hardprompts.algorithms.pez" in after and "hardprompts.algorithms.appo" not in after
 
 

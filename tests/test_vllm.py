@@ -108,3 +108,16 @@ def test_vllm_generation(vllm_url, local):
     assert got == tok.decode(ref[0, ids.shape[1] :])
     samples = served.generate(["the food was"], num_samples=3, do_sample=True, seed=0)
     assert len(samples[0]) == 3
+
+
+@pytest.mark.slow
+def test_vllm_fingerprint_is_stable(vllm_url):
+    """vLLM answers the probe (echo with log-probabilities) and lists the model in /v1/models."""
+    from hardprompts.targets.served import same_model
+
+    probes = [OpenAITarget(vllm_url, "yelp-small", "{x}", VERBS)._fingerprint() for _ in range(2)]
+    (a, why), (b, _) = probes
+    assert a is not None, why
+    assert a["server"]["id"] == "yelp-small" and a["server"]["max_model_len"] > 0
+    assert len(a["logprobs"]) == len(a["tokens"]) > 3
+    assert same_model(a, b)

@@ -1,4 +1,4 @@
-"""The ``hardprompts`` command line: eval, tune, demo, config, sweep, report.
+"""The ``hardprompts`` command line: eval, tune, demo, config, sweep, report, data.
 
 Configuration precedence everywhere: defaults < ``--config`` YAML < ``--set key.sub=value``.
 User errors print one message (no traceback) and exit with status 2; inputs (config, devices,
@@ -148,14 +148,10 @@ def eval_cmd(
 ) -> None:
     """Score prompts (or the bare template) on a split with the task's metrics: score (the task
     metric), n, seconds; classification and multiple choice also accuracy."""
+    from hardprompts.api import evaluate
     from hardprompts.checkpoint import atomic_write_json, atomic_write_text
-    from hardprompts.errors import ConfigError
-    from hardprompts.progress import CountProgress
-    from hardprompts.runtime import threads as use_threads
-    from hardprompts.tasks import build_task
-    from hardprompts.training import target_usage, usage_report
 
-    cfg = _checked(_load(config, set_))
+    cfg = _load(config, set_)
     if output is not None:
         _check_output_file(output)
     if outputs is not None:
@@ -165,66 +161,47 @@ def eval_cmd(
         prompts += _read_prompt_file(prompt_file)
     if not prompts:
         prompts = [""]  # the bare template
-    from hardprompts.tasks.precheck import check_data
-
-    check_data(cfg, [split])  # the data, before any model is loaded
-    with use_threads(threads, cfg):
-        task = build_task(cfg)
-        n = task.num_inputs(split)
-        if outputs is not None and not hasattr(task, "evaluate_with_outputs"):
-            raise ConfigError(f"task.kind {cfg.task.kind!r} does not write per-example --outputs")
-        results, records = [], []
-        with CountProgress(len(prompts) * n, f"scoring {split}", enabled=not as_json) as bar:
-            for p in prompts:  # one prompt at a time, so that `seconds` is that prompt's own time
-                if outputs is None:
-                    results += task.evaluate([p], split, progress=bar.advance)
-                else:
-                    got, per_prompt = task.evaluate_with_outputs([p], split, progress=bar.advance)
-                    results += got
-                    records += per_prompt
-    if outputs is not None:
+    scored = evaluate(
+        cfg,
+        prompts,
+        split=split,
+        outputs=outputs is not None,
+        progress=not as_json,
+        threads=threads,
+    )
+    if scored.outputs is not None and outputs is not None:
         lines = [
             json.dumps({"prompt": p, **record}, ensure_ascii=False)
-            for p, per_prompt in zip(prompts, records, strict=True)
+            for p, per_prompt in zip(prompts, scored.outputs, strict=True)
             for record in per_prompt
         ]
         atomic_write_text(outputs, "\n".join(lines) + "\n")
-    described = task.describe(split)
-    _warn_absent_classes(results[0].metrics, described, split)
-    report = {
-        "dataset": cfg.task.dataset,
-        "split": split,
-        "source": described.pop("source"),
-        "target": cfg.target.model,
-        **described,
-        "results": [r.to_dict() for r in results],
-        **usage_report(task),
-    }
+    metrics = [{k: v for k, v in row.items() if k != "prompt"} for row in scored.rows]
+    described = dict(scored.info)
+    described.pop("source", None)
+    _warn_absent_classes(metrics[0], scored.info, split)
+    report = scored.to_dict()
+    n = scored.num_inputs
     if output is not None:
         atomic_write_json(output, report)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     table = Table(title=f"{cfg.task.dataset} {split} ({n} examples) on {cfg.target.model}")
-    columns = list(results[0].metrics)
-    same = [
-        k
-        for k in columns
-        if k != "score" and all(r.metrics[k] == r.metrics.get("score") for r in results)
-    ]
+    columns = list(metrics[0])
+    same = [k for k in columns if k != "score" and all(m[k] == m.get("score") for m in metrics)]
     if same:  # the score is another column (classification, multiple choice: accuracy)
         columns.remove("score")
         described = {**described, "score": same[0]}
     headers = [col.replace("_", " ").replace("per class", "per-class") for col in columns]
-    names = [repr(r.prompt) if r.prompt else "(bare template)" for r in results]
-    cells = [[_cell(r.metrics[col]) for col in columns] for r in results]
+    names = [repr(p) if p else "(bare template)" for p in prompts]
+    cells = [[_cell(m[col]) for col in columns] for m in metrics]
     out.print(_fitting_table(table, headers, names, cells))
     out.print(", ".join(f"{k} {v!r}" for k, v in described.items()))
-    usage = usage_report(task)
-    if usage["target_usage"]["pairs"]:
-        out.print(f"target work: {target_usage(task).summary()}")
-    if "approximation" in usage:
-        out.print(f"[yellow]note:[/] {usage['approximation']}")
+    if scored.target_usage.get("pairs"):
+        out.print(f"target work: {scored.usage_summary()}")
+    if scored.approximation is not None:
+        out.print(f"[yellow]note:[/] {scored.approximation}")
     for path in (output, outputs):
         if path is not None:
             out.print(f"wrote {path}")
@@ -304,13 +281,11 @@ def tune_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Optimise a prompt with algorithm.name; writes metrics.jsonl, TensorBoard events, result.json."""
-    from hardprompts.runtime import threads as use_threads
-    from hardprompts.training import run
+    from hardprompts.api import tune
 
     extra = [f"out_dir={out_dir}"] if out_dir is not None else []
-    cfg = _checked(_load(config, set_, extra))
-    with use_threads(threads, cfg):
-        result = run(cfg, resume=resume)
+    cfg = _load(config, set_, extra)
+    result = tune(cfg, resume=resume, progress=True, threads=threads).to_dict()
     out.print(f"[bold]method[/] {result['method']}  [bold]best prompt[/] {result['best_prompt']!r}")
     out.print(f"tokens {result['tokens']}")
     scores = [  # the task's dev_* and test_* scores (classification: accuracy, gap reward)
@@ -562,7 +537,7 @@ def sweep_cmd(
         str,
         typer.Option(
             help="local: cells one after another in this process; ray: every cell a Ray task, "
-            'in parallel (pip install "hardprompts[ray]"; README, Scaling out).'
+            'in parallel (pip install "hardprompts[ray]"; docs/guides/ray.md).'
         ),
     ] = "local",
     address: Annotated[
@@ -637,14 +612,52 @@ def sweep_cmd(
 @app.command("report")
 @user_errors
 def report_cmd(
-    sweep_dir: Annotated[Path, typer.Argument(help="The --out folder of `hardprompts sweep`.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The --out folder of `hardprompts sweep`; with --html also one run folder, or "
+            "several run folders of one task to compare."
+        ),
+    ],
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html", help="Write one self-contained report.html (run, sweep or comparison page)."
+        ),
+    ] = False,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="With --html: the page's path (default: FIRST_PATH/report.html)."
+        ),
+    ] = None,
 ) -> None:
-    """Summarise a sweep: report.md, report.csv and the accuracy-perplexity plot tradeoff.png."""
+    """Summarise a sweep: report.md, report.csv and the accuracy-perplexity plot tradeoff.png.
+    With --html: one page of a run, a sweep or a comparison of runs (docs/guides/reports.md)."""
+    from hardprompts.errors import ConfigError
+
+    if html:
+        from hardprompts.html_report import write_html_report
+
+        out.print(f"wrote {write_html_report(paths, out_file)}")
+        return
+    if len(paths) != 1 or out_file is not None:
+        raise ConfigError(
+            "without --html, report takes one sweep folder and no --out; add --html for a page "
+            "of runs or a comparison"
+        )
     from hardprompts.report import write_report
 
-    paths = write_report(sweep_dir)
-    for path in paths.values():
+    paths_written = write_report(paths[0])
+    for path in paths_written.values():
         out.print(f"wrote {path}")
+
+
+from hardprompts.cli_cache import app as cache_app  # noqa: E402 - registered after the commands
+from hardprompts.cli_data import app as data_app  # noqa: E402  (the `data` sub-commands)
+
+app.add_typer(cache_app, name="cache")
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

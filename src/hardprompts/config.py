@@ -2,7 +2,7 @@
 
 One :class:`Config` holds a section per layer (task, target, policy, algorithm, train). Each
 field's description says what it does and where its default comes from; these descriptions are
-the configuration reference (``hardprompts config --help`` and the README print them).
+the configuration reference (``hardprompts config --fields`` and the docs site print them).
 
 Two sections are polymorphic: ``algorithm.name`` picks a config class registered by the
 algorithm's own module (:func:`register_algorithm`), and ``task.kind`` picks a task family's config
@@ -59,6 +59,7 @@ __all__ = [
     "apply_overrides",
     "identity_changes",
     "load_config",
+    "read_config_file",
     "register_algorithm",
     "register_task_config",
     "task_config_class",
@@ -132,8 +133,10 @@ class TaskConfig(Section):
     data_dir: str | None = Field(
         None,
         description=(
-            "Folder holding the preset datasets in the layout <dataset>/<split_seed>/{train,dev}.tsv "
-            "and <dataset>/test.tsv. Unset: $HARDPROMPTS_DATA_DIR, else ../shared/data/fsc."
+            "Folder holding the preset's files: the family folder (fsc/ with "
+            "<dataset>/<split_seed>/{train,dev}.tsv and <dataset>/test.tsv; tst/; ii/; bbii/) or "
+            "the root holding it. Unset: $HARDPROMPTS_DATA_DIR (a root holding fsc/ tst/ ii/ "
+            "bbii/), else the cache, else a download on first use (hardprompts data)."
         ),
     )
     split_seed: str | None = Field(
@@ -333,10 +336,24 @@ class TargetConfig(Section):
     )
     request_cache: str | None = Field(
         "auto",
-        description="kind=openai/openai-chat: folder of the cache of finished scoring requests, keyed "
-        "by model name, text and label words, so a re-run or a resumed run does not ask the server "
-        "again. auto = $HARDPROMPTS_CACHE_DIR/requests, else ~/.cache/hardprompts/requests; null = "
-        "off. Clear it when different weights are served under the same model name.",
+        description="kind=openai/openai-chat: folder of the cross-run cache of finished scoring "
+        "requests, keyed by model name, text, label words and a fingerprint of what the endpoint "
+        "serves (a probe text's log-probabilities and /v1/models), so new weights under the same name "
+        "are a new cache. auto = $HARDPROMPTS_CACHE_DIR/requests, else ~/.cache/hardprompts/requests; "
+        "null = off. `hardprompts cache info` lists it.",
+        json_schema_extra=NOT_IDENTITY,
+    )
+    cache_key: str | None = Field(
+        None,
+        description="kind=openai/openai-chat: a name for what the endpoint serves, used in place of "
+        "its fingerprint to key the cross-run cache (needed for chat endpoints and servers without "
+        "log-probabilities, which cannot be fingerprinted); change it whenever the model changes.",
+        json_schema_extra=NOT_IDENTITY,
+    )
+    run_cache: bool = Field(
+        True,
+        description="kind=openai/openai-chat: keep a run's scoring requests in <out_dir>/requests, so "
+        "a resumed run and every evaluation inside the run never ask the server again.",
         json_schema_extra=NOT_IDENTITY,
     )
 
@@ -593,11 +610,11 @@ class Config(Section):
             return value
         if not isinstance(value, Mapping):
             raise ValueError("task must be a mapping of fields")
-        kind = value.get("kind", "classification")
+        kind = dataset_kind(value)
         task_cls = _lookup("task", kind)
         if task_cls is None:
             raise ValueError(f"unknown task kind {kind!r}; valid kinds: {', '.join(task_kinds())}")
-        return task_cls.model_validate(dict(value))
+        return task_cls.model_validate({**value, "kind": kind})
 
     @model_validator(mode="after")
     def _resolve_policy(self) -> Config:
@@ -611,6 +628,32 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field (the merged config saved with each run)."""
         return json.loads(self.model_dump_json())
+
+
+def dataset_kind(task: Mapping[str, Any]) -> str:
+    """The task family of a task section: ``task.kind``, else the one its dataset implies.
+
+    A preset dataset says its family (``ii/<task>``: generation; ``bbii/<task>``: from its
+    ``preferred_score``, read from the shipped data manifest; ``yelp-sentiment``/``shakespeare``:
+    style_transfer; the few-shot presets: classification). An explicit ``task.kind`` that
+    contradicts it is an error naming both. A folder or ``hf:`` dataset keeps ``task.kind``
+    (default classification).
+    """
+    from hardprompts.datastore import kind_of
+
+    dataset = task.get("dataset")
+    implied = None
+    if isinstance(dataset, str) and not Path(dataset).is_dir():
+        implied = kind_of(dataset)
+    kind = task.get("kind")
+    if kind is None:
+        return implied or "classification"
+    if implied is not None and kind != implied:
+        raise ValueError(
+            f"task.kind is {kind!r} but task.dataset {dataset!r} is a {implied} dataset; set "
+            f"task.kind: {implied} or remove task.kind (the dataset picks it)"
+        )
+    return kind
 
 
 def _parse_scalar(text: str) -> Any:
@@ -650,7 +693,11 @@ def _section_fields(path: tuple[Any, ...], data: Mapping[str, Any]) -> list[str]
             if part == "algorithm":
                 model = _ALGORITHMS.get(section.get("name"), AlgorithmConfig)
             else:
-                model = _TASKS.get(section.get("kind", "classification"), TaskConfig)
+                try:
+                    kind = dataset_kind(section)
+                except ValueError:
+                    kind = section.get("kind", "classification")
+                model = _TASKS.get(kind, TaskConfig)
             continue
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
@@ -695,27 +742,30 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> Config:
         raise ConfigError(_format_validation_error(err, data, source)) from None
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The nested dict of a YAML config file, not yet validated (:func:`config_from_dict` does)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (pass an existing YAML file to --config)")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(not_utf8(path, exc, "save the config as UTF-8")) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (task:, target:, ...)"
+        )
+    return loaded or {}
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Load a YAML config file (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"config file not found: {path} (pass an existing YAML file to --config)"
-            )
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(not_utf8(path, exc, "save the config as UTF-8")) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: the top level must be a mapping of sections (task:, target:, ...)"
-            )
-        data = loaded or {}
+        data = read_config_file(path)
         source = str(path)
     overrides = list(overrides)
     if overrides:

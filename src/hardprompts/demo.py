@@ -231,16 +231,18 @@ def style_demo_config(
 
 def run_style_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune a style-transfer prompt, score the manual prompt on test, draw the curves."""
+    from hardprompts.api import evaluate, tune
     from hardprompts.plots import plot_training_curves
-    from hardprompts.training import run_with_context, tidy_floats
+    from hardprompts.training import tidy_floats
 
-    result, ctx = run_with_context(config, resume=resume)
+    tuned = tune(config, resume=resume, progress=True, threads=None)
+    result = tuned.to_dict()
     out_dir = Path(config.out_dir)
     split = "test" if result.get("test_reward") is not None else "dev"
-    manual = ctx.task.evaluate([MANUAL_STYLE_PROMPT], split)[0]
+    manual = evaluate(tuned, MANUAL_STYLE_PROMPT, split=split, progress=False, threads=None)
     result.update(
         manual_prompt=MANUAL_STYLE_PROMPT,
-        manual=manual.metrics,
+        manual={k: v for k, v in manual.rows[0].items() if k != "prompt"},
         compared_on=split,
         tuned={k.removeprefix(f"{split}_"): v for k, v in result.items()
                if k.startswith(f"{split}_")},
@@ -253,22 +255,24 @@ def run_style_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
         dev_score="reward",
         extra_keys=("rewards/content", "rewards/style"),
     )
-    _warn_if_below_manual(result, ctx, MANUAL_STYLE_PROMPT)
+    _warn_if_below_manual(result, tuned, MANUAL_STYLE_PROMPT)
     result = tidy_floats(result)
     atomic_write_json(out_dir / "result.json", result)
     return result
 
 
-def _warn_if_below_manual(result: dict[str, Any], ctx: Any, manual: str) -> None:
+def _warn_if_below_manual(result: dict[str, Any], tuned_run: Any, manual: str) -> None:
     """Add result["warnings"]: a tuned prompt below the manual one on dev (its score there is
     computed here), or a run that made no update, with the likely cause and the steps to try."""
+    from hardprompts.api import evaluate
     from hardprompts.training import below_reference_warning, no_update_warning
 
     if result["steps"] < result.get("first_update_step", 1):
         result["warnings"] = [no_update_warning(result, "--steps ")]
         return
     tuned = result.get(f"dev_{result['score_name']}")
-    reference = ctx.task.evaluate([manual], "dev")[0].score
+    reference = evaluate(tuned_run, manual, split="dev", progress=False, threads=None)
+    reference = float(reference.rows[0]["score"])
     result["manual_dev_score"] = reference
     warning = None
     if tuned is not None:
@@ -287,19 +291,21 @@ def dataset_label(config: Config) -> str:
 
 def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune, then score the manual prompt on test and draw the curves; returns the extended result."""
+    from hardprompts.api import evaluate, tune
     from hardprompts.plots import plot_training_curves
-    from hardprompts.training import run_with_context, tidy_floats
+    from hardprompts.training import tidy_floats
 
-    result, ctx = run_with_context(config, resume=resume)
+    tuned = tune(config, resume=resume, progress=True, threads=None)
+    result = tuned.to_dict()
     out_dir = Path(config.out_dir)
     if result["test_accuracy"] is not None:  # the loop already scored the tuned prompt on test
         split, tuned_accuracy = "test", result["test_accuracy"]
     else:  # a dataset without a test split (yelp-2): compare on dev, and say so
         split, tuned_accuracy = "dev", result["dev_accuracy"]
-    manual = ctx.task.evaluate([MANUAL_PROMPT], split)[0]
+    manual = evaluate(tuned, MANUAL_PROMPT, split=split, progress=False, threads=None).rows[0]
     result.update(
         manual_prompt=MANUAL_PROMPT,
-        manual_accuracy=manual.metrics["accuracy"],
+        manual_accuracy=manual["accuracy"],
         compared_on=split,
         tuned_accuracy=tuned_accuracy,
         curves_png=str(out_dir / "curves.png"),
@@ -309,7 +315,7 @@ def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
         out_dir / "curves.png",
         title=f"{result['method']} on {dataset_label(config)}",
     )
-    _warn_if_below_manual(result, ctx, MANUAL_PROMPT)
+    _warn_if_below_manual(result, tuned, MANUAL_PROMPT)
     result = tidy_floats(result)
     atomic_write_json(out_dir / "result.json", result)
     return result

@@ -62,7 +62,7 @@ def import_ray():
 
 def _probe(path: str, token: str) -> dict[str, Any]:
     """On one node: can it read the driver's probe file and write beside it?"""
-    from hardprompts import __version__
+    from hardprompts._version import __version__
 
     info: dict[str, Any] = {"host": socket.gethostname(), "version": __version__, "error": None}
     probe = Path(path)
@@ -131,7 +131,7 @@ def _connect(ray, address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(
             f"--address {address}: could not connect to a Ray cluster ({exc}); start one with "
-            "`ray start --head` (see README, Scaling out) or leave --address out for a local Ray"
+            "`ray start --head` (see docs/guides/ray.md) or leave --address out for a local Ray"
         ) from None
     return True
 
@@ -140,7 +140,7 @@ def _check_storage(ray, root: Path, cpus: float, gpus: float) -> None:
     """Every alive node with room for a cell reads a token the driver wrote and writes beside it."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from hardprompts import __version__
+    from hardprompts._version import __version__
 
     nodes = [
         n

@@ -1,5 +1,6 @@
 """Examples of the LLM-agent benchmarks: instruction induction (``ii/<task>``) and BIG-bench
-Instruction Induction (``bbii/<task>``), read from the team's copy of the original files.
+Instruction Induction (``bbii/<task>``), read from the original files (found, or fetched, as
+:mod:`hardprompts.datastore` says).
 
 An :class:`Example` holds named input fields (single-input tasks use ``x``) and either the
 acceptable answers (generation) or the options and the index of the correct one (multiple choice).
@@ -10,9 +11,11 @@ Splits (none of these sources has a train/dev/test split of its own):
   ``induce/<task>.json``, one example per distinct input, is shuffled with ``random.Random("ii/<task>/<split_seed>")``; the first
   ``min(dev_size, n // 3)`` examples are dev, the next ``min(train_size, rest)`` train. The agent's
   demonstrations come from train only, so dev and test never reach the meta-prompt.
-* ``bbii/<task>``: all examples are shuffled with ``random.Random("bbii/<task>/<split_seed>")``;
+* ``bbii/<task>``: the examples, one per distinct input as shown to the target (:func:`unique_inputs`: an input repeated
+  with the same answer is kept once, one repeated with different answers is dropped; the split's
+  ``source`` says how many), are shuffled with ``random.Random("bbii/<task>/<split_seed>")``;
   train is the first ``min(train_size, n // 3)``, dev the next ``min(dev_size, n // 3)``, test all
-  the rest (at least a third of the task).
+  the rest (at least a third of the task). So no test input is also a train or dev input.
 
 Defaults ``train_size = 100`` and ``dev_size = 50`` are our choice (StablePrompt's code used the
 first 32 induce examples for training and, for BBII, the first 30 examples; neither had a
@@ -28,7 +31,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,11 +112,12 @@ class BenchmarkTask:
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
-def default_root(family: str) -> Path:
-    """Where ``ii``/``bbii`` live: beside the few-shot data (``$HARDPROMPTS_DATA_DIR/../<family>``),
-    else ``../shared/data/<family>`` relative to the working directory."""
-    fsc = os.environ.get("HARDPROMPTS_DATA_DIR")
-    return Path(fsc).parent / family if fsc else Path("../shared/data") / family
+def default_root(family: str, task: str) -> Path:
+    """The ``ii``/``bbii`` folder holding ``<family>/<task>`` when no root is given:
+    ``$HARDPROMPTS_DATA_DIR/<family>``, the cache, or a download (:func:`hardprompts.datastore.locate`)."""
+    from hardprompts.datastore import locate
+
+    return locate(f"{family}/{task}")
 
 
 def _load_json(path: Path) -> dict:
@@ -142,8 +145,9 @@ def _parse_json(name: str, stamp: int) -> dict:
 def _check_root(root: Path, family: str, probe: str) -> None:
     if not (root / probe).exists():
         raise DataError(
-            f"{family} data not found at {root} (no {probe}); set task.data_dir to the folder "
-            f"that holds the {family} files (the team's copy is ../shared/data/{family})"
+            f"{family} data not found at {root} (no {probe}); set task.data_dir to the {family}/ "
+            "folder, or unset it to use $HARDPROMPTS_DATA_DIR, the cache or a download "
+            "(hardprompts data fetch)"
         )
 
 
@@ -253,7 +257,7 @@ def load_ii(
     dev_size: int = DEFAULT_DEV_SIZE,
 ) -> ExampleSplit:
     """One split of ``ii/<task>`` (see the module docstring for how it is drawn)."""
-    root = Path(root) if root is not None else default_root("ii")
+    root = Path(root) if root is not None else default_root("ii", task)
     valid = ii_tasks(root)
     if task not in valid:
         raise _unknown("ii", task, valid)
@@ -272,7 +276,7 @@ def load_ii(
 
 def ii_info(task: str, *, root: Path | None = None) -> BenchmarkTask:
     """Kind, metric and the first human-written instruction of ``ii/<task>``."""
-    root = Path(root) if root is not None else default_root("ii")
+    root = Path(root) if root is not None else default_root("ii", task)
     valid = ii_tasks(root)
     if task not in valid:
         raise _unknown("ii", task, valid)
@@ -295,7 +299,7 @@ def bbii_tasks(root: Path) -> list[str]:
 
 
 def _bbii_source(task: str, root: Path | None) -> tuple[Path, dict]:
-    root = Path(root) if root is not None else default_root("bbii")
+    root = Path(root) if root is not None else default_root("bbii", task)
     valid = bbii_tasks(root)
     if task not in valid:
         raise _unknown("bbii", task, valid)
@@ -361,7 +365,9 @@ def _bbii_example(record: dict, info: BenchmarkTask, where: str) -> Example:
     return Example({"x": shown}, text, choices=choices, label=values.index(best))
 
 
-_BBII: dict[tuple, list[Example]] = {}  # the examples of a task, shared by its three splits
+# the examples of a task (one per distinct input), shared by its three splits, and the counts of
+# repeated and of conflicting inputs
+_BBII: dict[tuple, tuple[list[Example], int, int]] = {}
 
 
 def load_bbii(
@@ -382,8 +388,10 @@ def load_bbii(
         records = data["examples"]
         if len(_BBII) >= 8:
             _BBII.clear()
-        _BBII[key] = [_bbii_example(r, info, f"{path}, example {i}") for i, r in enumerate(records)]
-    examples = _BBII[key]
+        _BBII[key] = unique_inputs(
+            [_bbii_example(r, info, f"{path}, example {i}") for i, r in enumerate(records)]
+        )
+    examples, repeated, conflicting = _BBII[key]
     order = list(range(len(examples)))
     random.Random(f"bbii/{task}/{split_seed}").shuffle(order)
     third = len(order) // 3
@@ -397,8 +405,38 @@ def load_bbii(
     chosen = order[lo:hi]
     if not chosen:
         raise DataError(f"{path}: the {split} split is empty ({len(order)} examples in the task)")
-    source = f"{path} ({split}: {len(chosen)} of {len(order)}, seed {split_seed!r})"
-    return ExampleSplit(split, [examples[i] for i in chosen], source)
+    source = f"{path} ({split}: {len(chosen)} of {len(order)}, seed {split_seed!r}"
+    if repeated or conflicting:
+        source += (
+            f"; {repeated} repeated input(s) kept once, {conflicting} with conflicting answers "
+            "dropped"
+        )
+    return ExampleSplit(split, [examples[i] for i in chosen], source + ")")
+
+
+def _answer_key(e: Example) -> tuple:
+    """What an example says is correct: its answers, or its options and the correct one."""
+    if e.label is not None:
+        return tuple(sorted(e.choices)), e.choices[e.label]
+    return (tuple(sorted(e.answers)),)
+
+
+def unique_inputs(examples: Sequence[Example]) -> tuple[list[Example], int, int]:
+    """One example per distinct input (the text the target is shown: a multiple-choice input
+    with its options), in first-seen order, so that no input can land in two splits: an input
+    repeated with the same answer is kept once; an input given different answers is dropped.
+    Returns (examples, inputs repeated, inputs dropped)."""
+    groups: dict[tuple, list[Example]] = {}
+    for e in examples:
+        groups.setdefault(tuple(sorted(e.fields.items())), []).append(e)
+    kept, repeated, conflicting = [], 0, 0
+    for group in groups.values():
+        if len({_answer_key(e) for e in group}) > 1:
+            conflicting += 1
+            continue
+        repeated += len(group) > 1
+        kept.append(group[0])
+    return kept, repeated, conflicting
 
 
 def _check_split(split: str) -> None:
@@ -409,8 +447,11 @@ def _check_split(split: str) -> None:
 # --------------------------------------------------------------------------- user files
 
 
-def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Columns and (line number, row) pairs of a TSV, CSV or JSONL file; malformed rows are errors."""
+def read_rows(path: Path, quoted_tsv: bool = False) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Columns and (line number, row) pairs of a TSV, CSV or JSONL file; malformed rows are errors.
+
+    A TSV is read without quoting (a ``"`` is text), unless ``quoted_tsv``: then CSV quoting
+    applies (``"a ""b"" c"`` reads ``a "b" c``), as pandas' ``read_csv(sep="\t")`` reads it."""
     suffix = path.suffix.lower()
     try:
         path.read_bytes().decode("utf-8")
@@ -420,7 +461,8 @@ def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     if suffix in (".tsv", ".csv"):
         with path.open(encoding="utf-8", newline="") as fh:
             delimiter = "\t" if suffix == ".tsv" else ","
-            quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
+            quoted = suffix == ".csv" or quoted_tsv
+            quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
             reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
             header = next(reader, None)
             if header is None:

@@ -14,7 +14,11 @@ everything else, once:
   (:func:`hardprompts.config.identity_changes`; a moved folder still resumes), and falls back, saying
   so, to the previous checkpoint when the latest one is damaged;
 * the final ``result.json``: best prompt, its tokens, the task's dev and test fields
-  (``task.report_fields``: accuracy for classification), prompt perplexity.
+  (``task.report_fields``: accuracy for classification), prompt perplexity;
+* beside it, for ``hardprompts report --html``: ``outputs_test.jsonl`` (what the target wrote
+  for each test input under the best prompt, from the task's ``evaluate_with_outputs``) and
+  ``visited_prompts.json`` (the perplexity of the prompts that won a dev evaluation, logged as
+  ``dev/prompt`` in ``metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, Literal
 
 import torch
 
-from hardprompts import __version__
+from hardprompts._version import __version__
 from hardprompts.algorithms.base import Algorithm, RunContext
 from hardprompts.checkpoint import (
     atomic_write_json,
@@ -45,9 +49,13 @@ from hardprompts.config import Config, identity_changes
 from hardprompts.errors import CheckpointError, ConfigError, DataError
 from hardprompts.metrics import prompt_perplexity
 from hardprompts.targets.usage import TargetUsage
-from hardprompts.tasks import EvalResult, PromptTask, build_task
+from hardprompts.tasks import EvalResult, PromptTask, build_task, evaluate_with_outputs
 
 __all__ = ["Algorithm", "RunContext", "run", "run_with_context", "seed_everything"]
+
+#: Most distinct dev-winning prompts whose perplexity ``visited_prompts.json`` records (the best
+#: by dev score first), so that a long run's ending stays quick.
+MAX_VISITED_PERPLEXITIES = 256
 
 
 def seed_everything(seed: int) -> None:
@@ -225,6 +233,9 @@ def run_with_context(
     check_data(config, ("train", "dev"))  # the data, before any model is loaded
     seed_everything(config.train.seed)
     task = build_task(config)
+    use_run_folder = getattr(getattr(task, "target", None), "use_run_folder", None)
+    if use_run_folder is not None:  # a served target keeps the run's requests in the run folder
+        use_run_folder(out_dir)
     for split in ("train", "dev"):  # read and check both splits before any training
         task.num_inputs(split)
     ctx = RunContext(config, task, out_dir)
@@ -282,6 +293,7 @@ def run_with_context(
                 if done % config.train.eval_every == 0 or done == steps:
                     results = task.evaluate(algo.eval_prompts(), "dev")
                     top = max(results, key=lambda r: (r.score, r.tiebreak))
+                    values["dev/prompt"] = top.prompt  # the prompts visited over time (report)
                     values[f"dev/{score}"] = top.score
                     values[f"dev/{tiebreak}"] = top.tiebreak
                     best = loop["best"]
@@ -320,7 +332,9 @@ def run_with_context(
         _say(line)
         raise RunInterrupted(line)
 
-    result = tidy_floats(_finish(config, algo, task, loop, time.perf_counter() - started))
+    result = tidy_floats(
+        _finish(config, algo, task, loop, time.perf_counter() - started, out_dir)
+    )
     result["first_update_step"] = algo.first_update_step()
     if loop["step"] < result["first_update_step"]:
         result["warnings"] = [no_update_warning(result, "--set train.steps=")]
@@ -390,7 +404,10 @@ def _usage_line(task: Any) -> str | None:
 
 def usage_report(task: Any) -> dict[str, Any]:
     """``target_usage`` for result.json (what the run cost), and a note when scores are approximate."""
-    usage = target_usage(task).to_dict()
+    usage: dict[str, Any] = target_usage(task).to_dict()
+    cache_report = getattr(getattr(task, "target", None), "cache_report", None)
+    if cache_report is not None:  # served: where the cached answers came from, the fingerprint
+        usage.update(cache_report())
     out: dict[str, Any] = {"target_usage": usage}
     if usage["approximate_scores"]:
         out["approximation"] = (
@@ -401,17 +418,47 @@ def usage_report(task: Any) -> dict[str, Any]:
     return out
 
 
+def _write_outputs(path: Path, records: list[dict[str, Any]]) -> None:
+    """One JSON line per test example of the best prompt (input, output, gold, judgement)."""
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _visited_perplexities(
+    metrics_path: Path, score_key: str, judge: tuple[Any, Any] | None
+) -> dict[str, Any]:
+    """``visited_prompts.json``: the perplexity of each distinct ``dev/prompt`` of the run (the
+    best :data:`MAX_VISITED_PERPLEXITIES` by ``score_key``), under the run's judge."""
+    best: dict[str, float] = {}
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        prompt = row.get("dev/prompt")
+        if isinstance(prompt, str):
+            best[prompt] = max(best.get(prompt, float("-inf")), float(row[score_key]))
+    chosen = sorted(best, key=lambda p: -best[p])[:MAX_VISITED_PERPLEXITIES]
+    values = prompt_perplexity(chosen, *judge) if judge is not None and chosen else []
+    return {
+        "perplexity": dict(zip(chosen, values, strict=False)),
+        "left_out": len(best) - len(values),
+    }
+
+
 def _finish(
-    config: Config, algo: Algorithm, task: PromptTask, loop: dict, wall: float
+    config: Config, algo: Algorithm, task: PromptTask, loop: dict, wall: float, out_dir: Path
 ) -> dict[str, Any]:
     best = loop["best"]
     prompt = best["prompt"]
     try:
-        test: EvalResult | None = task.evaluate([prompt], "test")[0]
+        tested, records = evaluate_with_outputs(task, [prompt], "test")
+        test: EvalResult | None = tested[0]
     except DataError:  # a dataset without a test split
-        test = None
+        test, records = None, None
+    if records is not None:
+        _write_outputs(out_dir / "outputs_test.jsonl", records[0])
     judge = algo.perplexity_judge()
     ppl = prompt_perplexity([prompt], *judge)[0] if judge is not None else None
+    visited = _visited_perplexities(out_dir / "metrics.jsonl", f"dev/{task.score_name}", judge)
+    atomic_write_json(out_dir / "visited_prompts.json", visited)
     return {
         "method": algo.method,
         "best_prompt": prompt,

@@ -1,6 +1,6 @@
 """Log-likelihood of continuations (the choices of a multiple-choice task) under a causal LM.
 
-:func:`continuation_logprobs` implements contract 3 of the team's briefing: for each text, the
+:func:`continuation_logprobs` implements contract 3 of the targets: for each text, the
 summed log-probability of each of its continuations given the text,
 
     log p(c | t) = Σ_k log p(c_k | t, c_<k)

@@ -1,6 +1,6 @@
 """Batched text generation by a causal LM: greedy or sampled, with a stop string.
 
-:class:`TextGenerator` implements contract 2 of the team's briefing (``generate``): for each
+:class:`TextGenerator` implements contract 2 of the targets (``generate``): for each
 already-templated text, ``num_samples`` continuations, each cut before ``stop`` and without it.
 
 * Texts are batched, left-padded so that every text ends at the same column, and prefilled in one

@@ -17,7 +17,8 @@ model's tokenizer (``target.tokenizer``: loaded locally, or vLLM's ``/tokenize``
 is cut to fit, and the token ids are sent. Requests are sized by tokens (``tokens_per_request``)
 and texts (``texts_per_request``), run ``max_concurrency`` at a time over pooled connections,
 retried and failed over as :mod:`hardprompts.targets.served` describes, and finished results are
-kept in the request cache.
+kept in the run's own request cache (its folder) and in the cross-run one, keyed also by a
+fingerprint of what the endpoint serves (``docs/guides/served-cache.md``).
 
 ``kind: openai-chat`` (:class:`OpenAIChatTarget`) sends each templated text as one user message.
 Generation works as with completions. Classification reads the top log-probabilities of the first
@@ -29,6 +30,7 @@ server that returns no log-probabilities at all stops classification with a mess
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -45,6 +47,10 @@ from hardprompts.targets.served import (
     RequestCache,
     ServedTokenizer,
     cache_folder,
+    probe_fingerprint,
+    request_key,
+    run_cache,
+    shared_cache,
 )
 from hardprompts.targets.usage import TargetUsage
 from hardprompts.templates import Template, TemplateEncoder, verbalizer_ids
@@ -86,6 +92,8 @@ class _ServedBase:
         tokenizer: Any = None,
         max_length: int | None = None,
         request_cache: str | None = None,
+        cache_key: str | None = None,
+        run_cache: bool = True,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         self.model = model
@@ -104,8 +112,16 @@ class _ServedBase:
         self.texts_per_request = texts_per_request
         self.tokens_per_request = tokens_per_request
         self.top_logprobs = top_logprobs
-        folder = cache_folder(request_cache)
-        self.cache = RequestCache(folder, model) if folder is not None else None
+        self._shared_folder = cache_folder(request_cache)
+        self.cache_key = cache_key
+        self._run_cache_on = run_cache
+        self.shared: RequestCache | None = None  # the cross-run cache, opened at the first score
+        self.run: RequestCache | None = None  # the run's own, in its folder (use_run_folder)
+        self.fingerprint: dict | None = None
+        self.shared_note = (
+            "" if self._shared_folder is not None else "off (target.request_cache: null)"
+        )
+        self._shared_ready = False
         self._tokenizer_setting = tokenizer
         self._max_length = max_length
         self._encoder: TemplateEncoder | None = None
@@ -136,6 +152,8 @@ class _ServedBase:
             tokenizer=tokenizer,
             max_length=config.max_length,
             request_cache=config.request_cache,
+            cache_key=config.cache_key,
+            run_cache=config.run_cache,
         )
 
     @property
@@ -148,8 +166,90 @@ class _ServedBase:
 
     def close(self) -> None:
         self.endpoints.close()
-        if self.cache is not None:
-            self.cache.close()
+        for cache in (self.shared, self.run):
+            if cache is not None:
+                cache.close()
+
+    # ------------------------------------------------------------------ request caches
+
+    def use_run_folder(self, run_dir: Any) -> None:
+        """Keep this run's requests in ``<run_dir>/requests`` (unless ``target.run_cache`` is off):
+        a resumed run, and every evaluation inside the run, finds them there."""
+        if self._run_cache_on and self.run is None:
+            self.run = run_cache(run_dir, self.model)
+
+    def _fingerprint(self) -> tuple[dict | None, str]:
+        return probe_fingerprint(self.endpoints, self.model)
+
+    def _open_shared(self) -> None:
+        """Open the cross-run cache of what the endpoint serves now (once; see the module doc)."""
+        if self._shared_ready:
+            return
+        self._shared_ready = True
+        if self._shared_folder is None:
+            return
+        if self.cache_key is None:
+            self.fingerprint, why = self._fingerprint()
+            if self.fingerprint is None:
+                self.shared_note = (
+                    f"off: {why}; set target.cache_key to a name for the served model (and change "
+                    "it when the model changes) to share answers across runs"
+                )
+                log.warning("the cross-run request cache is %s", self.shared_note)
+                return
+        self.shared = shared_cache(
+            self._shared_folder, self.model, self.fingerprint, self.cache_key
+        )
+        if self.run is not None:
+            self._check_run_fingerprint()
+
+    def _check_run_fingerprint(self) -> None:
+        """Say so when a resumed run's endpoint serves another model than when the run began."""
+        assert self.run is not None
+        now = self.fingerprint_id
+        try:
+            began = json.loads(self.run.meta_path.read_text(encoding="utf-8")).get("fingerprint_id")
+        except (OSError, ValueError):
+            began = None
+        if began and now and began != now:
+            log.warning(
+                "%s now serves %s under the name %r, not the model this run began with (%s); the "
+                "run's own request cache keeps that model's answers, so its scores mix the two. "
+                "Start a new run (another --out) to score with the new model only",
+                self.urls[0], now, self.model, began,
+            )  # fmt: skip
+        self.run.meta["fingerprint_id"] = now
+
+    @property
+    def fingerprint_id(self) -> str | None:
+        """The served model's fingerprint (``key:<target.cache_key>`` when one is named)."""
+        if self.cache_key is not None:
+            return f"key:{self.cache_key}"
+        return self.shared.meta.get("fingerprint_id") if self.shared is not None else None
+
+    def cache_report(self) -> dict[str, Any]:
+        """For result.json's ``target_usage``: where the caches are and the fingerprint."""
+        report: dict[str, Any] = {
+            "fingerprint": self.fingerprint_id,
+            "run_cache": str(self.run.path)
+            if self.run is not None and self.run.path.exists()
+            else None,
+            "shared_cache": str(self.shared.path) if self.shared is not None else None,
+        }
+        if self.shared_note:
+            report["shared_cache_note"] = self.shared_note
+        return report
+
+    def _caches(self) -> list[tuple[str, RequestCache]]:
+        """The caches a scored text is looked up in, the run's own first."""
+        self._open_shared()
+        named = (("run", self.run), ("shared", self.shared))
+        return [(name, cache) for name, cache in named if cache is not None]
+
+    def _store(self, key: str, value: Any) -> None:
+        for cache in (self.run, self.shared):
+            if cache is not None:
+                cache.put(key, value)
 
     # ------------------------------------------------------------------ tokenisation
 
@@ -236,20 +336,29 @@ class _ServedBase:
         todo = list(range(len(pairs)))
         self._keys: dict[int, str] = {}
         self._counted: set[int] = set()
-        if self.cache is not None:  # keyed before tokenising: a cached re-run asks nothing
+        caches = self._caches()
+        if caches:  # keyed before tokenising: a cached re-run asks nothing
             enc = self.encoder()
             limit = enc.max_length if enc is not None else None
             todo = []
+            hits = {"run": 0, "shared": 0}
             for i, (x, p) in enumerate(pairs):
                 key = self._cache_key(self.template.render(x, p), limit)
-                hit = self.cache.get(key)
-                if hit is not None:
-                    rows[i] = self._from_cache(hit)
-                else:
+                found = next(((n, v) for n, c in caches if (v := c.get(key)) is not None), None)
+                if found is None:
                     self._keys[i] = key
                     todo.append(i)
+                    continue
+                rows[i] = self._from_cache(found[1])
+                hits[found[0]] += 1
+                if found[0] == "shared" and self.run is not None:
+                    self.run.put(key, found[1])  # the run folder holds every answer the run used
             if len(todo) < len(pairs):
-                self.usage.add(request_cache_hits=len(pairs) - len(todo))
+                self.usage.add(
+                    request_cache_hits=len(pairs) - len(todo),
+                    run_cache_hits=hits["run"],
+                    shared_cache_hits=hits["shared"],
+                )
                 if progress:
                     progress(len(pairs) - len(todo))
         sent = self._prompts([pairs[i] for i in todo])
@@ -265,7 +374,7 @@ class _ServedBase:
         """Key of one scored text: the API, the templated text, the token limit, the label words."""
         tok = self._tokenizer_setting
         tok = tok if isinstance(tok, str) or tok is None else getattr(tok, "name_or_path", "local")
-        return self.cache.key(self.api, text, limit, tok, self.verbalizers)  # type: ignore[union-attr]
+        return request_key(self.model, self.api, text, limit, tok, self.verbalizers)
 
     def _from_cache(self, value: Any) -> list[float]:
         return [float(v) for v in value]
@@ -332,7 +441,9 @@ class OpenAITarget(_ServedBase):
         top_logprobs: k of step 1 (0: always echo).
         tokenizer: a Hugging Face tokenizer of the served model, ``"auto"`` (vLLM's /tokenize) or None.
         max_length: longest text in tokens (default: the served context).
-        request_cache: ``target.request_cache`` (None: off).
+        request_cache: ``target.request_cache``: the cross-run cache's folder (None: off).
+        cache_key: ``target.cache_key``: names the served model in place of its fingerprint.
+        run_cache: ``target.run_cache``: keep a run's requests in its folder (:meth:`use_run_folder`).
     """
 
     api = "completions"
@@ -410,9 +521,9 @@ class OpenAITarget(_ServedBase):
         if not done:
             return
         self.usage.add(pairs=len(done))
-        if self.cache is not None:
-            for i in done:
-                self.cache.put(self._keys[i], results[i])
+        for i in done:
+            if i in self._keys:
+                self._store(self._keys[i], results[i])
         if progress:
             progress(len(done))
 
@@ -565,6 +676,13 @@ class OpenAIChatTarget(_ServedBase):
     def _cache_key(self, text: str, limit: int | None) -> str:
         return super()._cache_key(text, limit) + f":top{self.top_logprobs}"
 
+    def _fingerprint(self) -> tuple[dict | None, str]:
+        return None, (
+            "a chat endpoint scores no given text (the server wraps it in its chat template, and "
+            "hosted chat models' log-probabilities vary between calls), so what it serves cannot be "
+            "fingerprinted"
+        )
+
     def _from_cache(self, value: Any) -> list[float]:
         if value.get("approximate"):
             self.usage.add(approximate_scores=1)
@@ -602,8 +720,8 @@ class OpenAIChatTarget(_ServedBase):
             row = [tops.get(w.strip(), floor) for w in self.verbalizers]
             approximate = any(w.strip() not in tops for w in self.verbalizers)
             self.usage.add(pairs=1, approximate_scores=int(approximate))
-            if self.cache is not None:
-                self.cache.put(self._keys[i], {"scores": row, "approximate": approximate})
+            if i in self._keys:
+                self._store(self._keys[i], {"scores": row, "approximate": approximate})
             if progress:
                 progress(1)
             return i, row

@@ -10,10 +10,13 @@ Shared by the ``/completions`` and ``/chat/completions`` targets (:mod:`hardprom
   up to 25 % jitter. When the retries are spent on one endpoint the request moves to the next;
   when every endpoint has failed, a :class:`~hardprompts.errors.TargetError` names the
   endpoints, the last status and what to change.
-* :class:`RequestCache` keeps the class scores of finished requests in an append-only JSONL file,
-  keyed by model name, the exact text (or token ids) and the label words, so a re-run of ``eval``
-  or a resumed run does not ask the server again. Stored values are the server's own numbers
-  (JSON floats round-trip exactly), so a result never depends on whether it came from the cache.
+* :class:`RequestCache` keeps the class scores of finished requests in an append-only JSONL file
+  (crash-safe: see the class), so a re-run of ``eval`` or a resumed run does not ask the server
+  again. A run keeps its own (:func:`run_cache`, in its run folder); the cross-run cache
+  (:func:`shared_cache`) is keyed also by a fingerprint of what the endpoint serves
+  (:func:`probe_fingerprint`: the log-probabilities of a fixed probe text and ``/v1/models``), so
+  new weights served under the same name are a different cache. Stored values are the server's own
+  numbers (JSON floats round-trip exactly), so a result never depends on whether it came from a cache.
 * :class:`ServedTokenizer` tokenises through vLLM's ``/tokenize`` endpoint, so inputs are cut to
   the served context exactly as the in-process target cuts them.
 """
@@ -106,6 +109,7 @@ class Endpoints:
             )
             for url in urls
         ]
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.lock = threading.Lock()
         self._turn = 0
 
@@ -235,6 +239,22 @@ class Endpoints:
         except ValueError:
             return r.status_code, None
 
+    def get_json(self, path: str) -> tuple[int, Any]:
+        """GET ``path`` under the first endpoint's base URL (e.g. ``/models``); (status, JSON or None).
+
+        Not retried: used only for what a server may not offer.
+        """
+        import httpx2
+
+        try:
+            r = self.http.get(self.endpoints[0].url + path, headers=self._auth)
+        except httpx2.HTTPError:
+            return 0, None
+        try:
+            return r.status_code, r.json()
+        except ValueError:
+            return r.status_code, None
+
     def close(self) -> None:
         self.http.close()
 
@@ -312,7 +332,7 @@ class ServedTokenizer:
 
 
 def cache_folder(setting: str | None) -> Path | None:
-    """The request cache's folder for ``target.request_cache`` (None: off)."""
+    """The cross-run request cache's folder for ``target.request_cache`` (None: off)."""
     if setting is None:
         return None
     if setting != "auto":
@@ -322,47 +342,274 @@ def cache_folder(setting: str | None) -> Path | None:
     return root / "requests"
 
 
-class RequestCache:
-    """Scores of finished requests in ``<folder>/<model hash>.jsonl`` (append-only, one line each).
+#: Folder of a run's own request cache, inside its run folder.
+RUN_CACHE_DIR = "requests"
+#: The fixed text whose token log-probabilities fingerprint what an endpoint serves (short enough
+#: for any served context, common words so that every tokenizer cuts it into a few tokens).
+PROBE_TEXT = "The movie was great, but the plot was thin. One, two, three,"
+#: Log-probabilities are stored rounded to this many decimals ...
+FINGERPRINT_DECIMALS = 3
+#: ... and two probes are the same model when none differs by more than this (nats): what a
+#: server's batching changes in the last bits is not a new model; new weights move some of the
+#: probe's log-probabilities by more (a probe that differs only by noise beyond it is a cache miss,
+#: asked again, never a wrong answer).
+FINGERPRINT_TOLERANCE = 0.02
 
-    A line is written whole with one ``write`` and flushed; a line cut short by a crash is skipped
-    when the file is read again (the request is simply asked again).
+
+def request_key(model: str, *parts: Any) -> str:
+    """Key of one cached request: the served model's name and what was asked (hashed)."""
+    raw = json.dumps([model, *parts], ensure_ascii=False)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def probe_fingerprint(endpoints: Endpoints, model: str) -> tuple[dict | None, str]:
+    """What ``model`` at ``endpoints`` serves: ``(fingerprint, "")``, or ``(None, reason)``.
+
+    One ``/completions`` request scores :data:`PROBE_TEXT` (``echo``: the log-probability of each
+    of its tokens, and of the greedy next token with the top 5 there); a server that refuses
+    ``echo`` is asked for the next token's top 5 only. ``/v1/models`` adds the model's ``id``,
+    ``root`` and ``max_model_len`` where the server reports them.
+    """
+    reply = None
+    for echo in (True, False):
+        try:
+            reply = endpoints.create(
+                "completions",
+                model=model,
+                prompt=PROBE_TEXT,
+                max_tokens=1,
+                temperature=0.0,
+                echo=echo,
+                logprobs=5,
+            )
+            break
+        except TargetError as exc:
+            if echo and " answered HTTP 4" in str(exc):
+                continue  # refused echo: try the next token alone
+            raise
+    choice = (reply.choices or [None])[0] if reply is not None else None
+    lp = choice.logprobs if choice is not None else None
+    values = [v for v in (lp.token_logprobs or []) if v is not None] if lp is not None else []
+    tops = (lp.top_logprobs or [None])[-1] if lp is not None else None
+    if not values and not tops:
+        return None, (
+            f"{endpoints.urls[0]} returned no log-probabilities for the probe text, so what it "
+            "serves cannot be fingerprinted"
+        )
+    rounded = [
+        None if v is None else round(float(v), FINGERPRINT_DECIMALS)
+        for v in lp.token_logprobs or []
+    ]
+    return {
+        "server": served_model_info(endpoints, model),
+        "probe": PROBE_TEXT,
+        "tokens": list(lp.tokens or []),
+        "logprobs": rounded,
+        "top": sorted(
+            (round(float(v), FINGERPRINT_DECIMALS) for v in (tops or {}).values()), reverse=True
+        ),
+    }, ""
+
+
+def served_model_info(endpoints: Endpoints, model: str) -> dict[str, Any]:
+    """``id``, ``root`` and ``max_model_len`` of ``model`` in ``GET /v1/models`` (empty: none)."""
+    status, payload = endpoints.get_json("/models")
+    if status != 200 or not isinstance(payload, dict):
+        return {}
+    for entry in payload.get("data") or []:
+        if isinstance(entry, dict) and entry.get("id") == model:
+            return {
+                k: entry[k] for k in ("id", "root", "max_model_len") if entry.get(k) is not None
+            }
+    return {}
+
+
+def same_model(a: dict, b: dict) -> bool:
+    """Whether two fingerprints are of the same served model (log-probabilities within tolerance)."""
+    if any(a.get(k) != b.get(k) for k in ("server", "probe", "tokens")):
+        return False
+    for key in ("logprobs", "top"):
+        x, y = a.get(key) or [], b.get(key) or []
+        if len(x) != len(y):
+            return False
+        for u, v in zip(x, y, strict=True):
+            if (u is None) != (v is None) or (u is not None and abs(u - v) > FINGERPRINT_TOLERANCE):
+                return False
+    return True
+
+
+def fingerprint_id(fingerprint: dict) -> str:
+    """Short name of a fingerprint (the hash of its JSON)."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class RequestCache:
+    """Scores of finished requests in ``<folder>/<name>.jsonl``, described by ``<name>.json``.
+
+    The JSONL file is append-only, one ``{"k": key, "v": value}`` line per request, written with
+    one ``write`` under an exclusive lock (several runs may share the file) and flushed. A line cut
+    short by a crash never parses (its closing brace is its last character), so it is skipped when
+    the file is read again and the request is simply asked again; before appending after such a
+    line the cache first ends it with a newline, so no later line is glued to it. The description
+    (``meta``: the model's name, its fingerprint or cache key) is written whole through a temporary
+    file and a rename. Nothing is created before the first :meth:`put`.
     """
 
-    def __init__(self, folder: Path, model: str) -> None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create the request cache folder {folder} ({exc}); set target.request_cache "
-                "to a writable folder, or to null to turn the cache off"
-            ) from None
-        self.path = folder / (hashlib.sha256(model.encode()).hexdigest()[:16] + ".jsonl")
-        self.model = model
+    def __init__(self, folder: Path, name: str, meta: dict[str, Any]) -> None:
+        self.folder = folder
+        self.path = folder / f"{name}.jsonl"
+        self.meta_path = folder / f"{name}.json"
+        self.meta = meta
         self.lock = threading.Lock()
         self.values: dict[str, Any] = {}
+        self.fh: Any = None
         if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     item = json.loads(line)
                     self.values[item["k"]] = item["v"]
                 except (ValueError, KeyError, TypeError):
                     continue  # a line torn by a crash
-        self.fh = self.path.open("a", encoding="utf-8")
 
-    def key(self, *parts: Any) -> str:
-        raw = json.dumps([self.model, *parts], ensure_ascii=False)
-        return hashlib.sha256(raw.encode()).hexdigest()
+    def __len__(self) -> int:
+        return len(self.values)
 
     def get(self, key: str) -> Any:
         return self.values.get(key)
 
+    def _open(self) -> None:
+        from hardprompts.checkpoint import atomic_write_json
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not self.meta_path.exists():
+                atomic_write_json(self.meta_path, {**self.meta, "created": time.time()})
+            self.fh = self.path.open("a+b")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the request cache {self.path} ({exc.strerror or exc}); set "
+                "target.request_cache to a writable folder, or to null to turn the cache off"
+            ) from None
+
     def put(self, key: str, value: Any) -> None:
-        line = json.dumps({"k": key, "v": value}) + "\n"
+        line = (json.dumps({"k": key, "v": value}) + "\n").encode()
         with self.lock:
             self.values[key] = value
-            self.fh.write(line)
-            self.fh.flush()
+            if self.fh is None:
+                self._open()
+            with _locked(self.fh):
+                self.fh.seek(0, os.SEEK_END)
+                if self.fh.tell() > 0:  # a torn last line (a crash mid-write) is ended first
+                    self.fh.seek(-1, os.SEEK_END)
+                    if self.fh.read(1) != b"\n":
+                        line = b"\n" + line
+                self.fh.write(line)
+                self.fh.flush()
 
     def close(self) -> None:
-        self.fh.close()
+        with self.lock:
+            if self.fh is not None:
+                self.fh.close()
+                self.fh = None
+
+
+@contextmanager
+def _locked(fh: Any):
+    """An exclusive lock on an open file (POSIX ``flock``; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: one writer per file is assumed
+        yield
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def shared_cache(
+    folder: Path, model: str, fingerprint: dict | None, cache_key: str | None
+) -> RequestCache:
+    """The cross-run cache of ``model`` as it is served now: the one whose fingerprint matches
+    (:func:`same_model`), else a new one; with ``cache_key``, the one of that key."""
+    if cache_key is not None:
+        meta: dict[str, Any] = {"model": model, "cache_key": cache_key}
+        ident = "key-" + hashlib.sha256(cache_key.encode()).hexdigest()[:12]
+    else:
+        assert fingerprint is not None
+        ident = fingerprint_id(fingerprint)
+        for other in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                known = json.loads(other.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if (
+                isinstance(known, dict)
+                and known.get("model") == model
+                and isinstance(known.get("fingerprint"), dict)
+                and same_model(known["fingerprint"], fingerprint)
+            ):
+                ident = known.get("fingerprint_id", ident)
+                break
+        meta = {"model": model, "fingerprint_id": ident, "fingerprint": fingerprint}
+    name = hashlib.sha256(f"{model}\0{ident}".encode()).hexdigest()[:16]
+    return RequestCache(folder, name, meta)
+
+
+def run_cache(run_dir: Path, model: str) -> RequestCache:
+    """A run's own cache of ``model``'s requests, in ``<run_dir>/requests``."""
+    name = hashlib.sha256(model.encode()).hexdigest()[:16]
+    return RequestCache(Path(run_dir) / RUN_CACHE_DIR, name, {"model": model, "run": True})
+
+
+def list_caches(folder: Path) -> list[dict[str, Any]]:
+    """The request caches in ``folder`` (a cache folder, or a run folder holding ``requests/``).
+
+    Each: ``path``, ``bytes`` (of its two files), ``entries`` (scored texts), ``model``,
+    ``fingerprint`` (its id, ``key:<cache_key>``, ``run`` for a run's own cache, or None for a
+    file written before fingerprints, which is never read), ``server`` (``/v1/models``' fields).
+    """
+    folder = Path(folder)
+    if (folder / RUN_CACHE_DIR).is_dir() and not any(folder.glob("*.jsonl")):
+        folder = folder / RUN_CACHE_DIR
+    found = []
+    for data in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        meta_path = data.with_suffix(".json")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("cache_key") is not None:
+            ident = f"key:{meta['cache_key']}"
+        elif meta.get("run"):
+            ident = "run" + (
+                f" (served {meta['fingerprint_id']})" if meta.get("fingerprint_id") else ""
+            )
+        else:
+            ident = meta.get("fingerprint_id")
+        with data.open("rb") as fh:
+            entries = sum(1 for line in fh if line.endswith(b"}\n"))
+        size = data.stat().st_size + (meta_path.stat().st_size if meta_path.exists() else 0)
+        found.append(
+            {
+                "path": str(data),
+                "bytes": size,
+                "entries": entries,
+                "model": meta.get("model"),
+                "fingerprint": ident,
+                "server": (meta.get("fingerprint") or {}).get("server", {}),
+                "created": meta.get("created"),
+            }
+        )
+    return found
+
+
+def remove_cache(path: str | Path) -> int:
+    """Delete one cache (its ``.jsonl`` and ``.json``); returns the bytes freed."""
+    freed = 0
+    for file in (Path(path), Path(path).with_suffix(".json")):
+        if file.exists():
+            freed += file.stat().st_size
+            file.unlink()
+    return freed

@@ -20,12 +20,16 @@ class TargetUsage:
         retries: requests that repeated a failed one (served only).
         pairs: (prompt, input) pairs scored by the target (cache hits not included).
         reward_cache_hits: prompts whose training reward came from the reward cache.
-        request_cache_hits: texts whose scores came from the served target's request cache.
+        request_cache_hits: texts whose scores came from the served target's request caches
+            (``run_cache_hits + shared_cache_hits``).
         prompt_tokens: tokens sent to the model (served: the server's ``usage``; in-process:
             tokens run through the model, padding included).
         completion_tokens: tokens generated.
         approximate_scores: texts whose class scores were approximated (chat targets: a label
             word missing from the top log-probabilities).
+        run_cache_hits: texts whose scores came from the run's own request cache (its folder).
+        shared_cache_hits: texts whose scores came from the cross-run request cache (of the
+            same served model: same name and fingerprint, or same ``target.cache_key``).
     """
 
     requests: int = 0
@@ -36,6 +40,8 @@ class TargetUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     approximate_scores: int = 0
+    run_cache_hits: int = 0
+    shared_cache_hits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:

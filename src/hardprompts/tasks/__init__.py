@@ -8,20 +8,22 @@
 A new family is a module here that defines a config class (registered with
 :func:`hardprompts.config.register_task_config`) and a task class registered with
 :func:`register_task`, and one line in :data:`hardprompts.config.BUILTIN_PLUGINS` naming the
-module, which a config with that ``task.kind`` imports (registering both). The README's
-Development section has the layering; ``tests/test_task_layer.py`` a toy family to copy.
+module, which a config with that ``task.kind`` imports (registering both). The docs page
+reference/architecture.md has the layering; ``tests/test_task_layer.py`` a toy family to copy.
 """
 
 from hardprompts.tasks import classification  # noqa: F401  (registers "classification")
 from hardprompts.tasks.base import (
     ClassLogitsTask,
     EvalResult,
+    OutputsTask,
     PromptTask,
     RewardSpec,
     RLPromptReward,
     StablePromptReward,
     TaskRewards,
     build_task,
+    evaluate_with_outputs,
     register_task,
     require_class_logits,
     task_families,
@@ -33,7 +35,6 @@ from hardprompts.tasks.data import (
     SPLITS,
     Preset,
     Split,
-    default_data_dir,
     load_split,
     read_examples,
     split_path,
@@ -46,6 +47,7 @@ __all__ = [
     "ClassLogitsTask",
     "ClassificationTask",
     "EvalResult",
+    "OutputsTask",
     "Preset",
     "PromptTask",
     "RLPromptReward",
@@ -54,7 +56,7 @@ __all__ = [
     "StablePromptReward",
     "TaskRewards",
     "build_task",
-    "default_data_dir",
+    "evaluate_with_outputs",
     "load_split",
     "read_examples",
     "register_task",

@@ -39,12 +39,14 @@ if TYPE_CHECKING:
 __all__ = [
     "ClassLogitsTask",
     "EvalResult",
+    "OutputsTask",
     "PromptTask",
     "RLPromptReward",
     "RewardSpec",
     "StablePromptReward",
     "TaskRewards",
     "build_task",
+    "evaluate_with_outputs",
     "register_task",
     "require_class_logits",
     "task_families",
@@ -200,6 +202,33 @@ class PromptTask(Protocol):
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class OutputsTask(Protocol):
+    """A task that also returns what the target wrote for each example (``eval --outputs``, and
+    the ``outputs_test.jsonl`` of a run that ``hardprompts report --html`` shows). Every shipped
+    family offers it; a new family adds this one method and nothing in the algorithms."""
+
+    def evaluate_with_outputs(
+        self, prompts: Sequence[str], split: str, progress: Callable[[int], None] | None = None
+    ) -> tuple[list[EvalResult], list[list[dict[str, Any]]]]:
+        """:meth:`PromptTask.evaluate`, and per prompt one JSON-able record per example, in the
+        split's order: ``input``, ``output`` (what the target produced), ``gold`` (the desired
+        output, None when the data has none) and the family's per-example judgement:
+        ``correct`` (classification, generation, multiple choice) or ``content``, ``style``,
+        ``reward`` (style transfer)."""
+        ...
+
+
+def evaluate_with_outputs(
+    task: PromptTask, prompts: Sequence[str], split: str
+) -> tuple[list[EvalResult], list[list[dict[str, Any]]] | None]:
+    """``task.evaluate_with_outputs`` when the task offers it (:class:`OutputsTask`), else
+    ``task.evaluate`` and None for the records."""
+    if isinstance(task, OutputsTask):
+        return task.evaluate_with_outputs(prompts, split)
+    return task.evaluate(prompts, split), None
 
 
 @runtime_checkable

@@ -228,7 +228,7 @@ class ClassificationTask:
         self, prompts: Sequence[str], split: str, progress: Callable[[int], None] | None = None
     ) -> tuple[list[EvalResult], list[list[dict[str, Any]]]]:
         """Evaluation rows, and per prompt one record per example: ``input``, ``output`` (the
-        predicted label word, stripped) and ``correct``."""
+        predicted label word, stripped), ``gold`` (the correct label word) and ``correct``."""
         data = self.split(split)
         t0 = time.perf_counter()
         logits = self.target.score(list(prompts), data.texts, progress=progress)
@@ -248,6 +248,7 @@ class ClassificationTask:
                 {
                     "input": text,
                     "output": self.verbalizers[int(predicted[p, n])].strip(),
+                    "gold": self.verbalizers[label].strip(),
                     "correct": int(predicted[p, n]) == label,
                 }
                 for n, (text, label) in enumerate(zip(data.texts, data.labels, strict=True))

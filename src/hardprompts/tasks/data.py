@@ -2,8 +2,9 @@
 
 Data sources (``task.dataset``):
 
-* a preset name: ``<data_dir>/<name>/<split_seed>/{train,dev}.tsv`` and ``<data_dir>/<name>/test.tsv``
-  (the layout of the RLPrompt / LM-BFF few-shot splits);
+* a preset name: ``fsc/<name>/<split_seed>/{train,dev}.tsv`` and ``fsc/<name>/test.tsv`` (the
+  layout of the RLPrompt / LM-BFF few-shot splits), found as :mod:`hardprompts.datastore` says
+  (``task.data_dir``, ``$HARDPROMPTS_DATA_DIR``, the cache, a download on first use);
 * a folder: ``[<split_seed>/]{train,dev,test}.{tsv,csv,jsonl}`` (``test`` may sit one level up);
 * ``hf:<name>``: a Hugging Face dataset through ``datasets.load_dataset``.
 
@@ -14,7 +15,6 @@ empty split is a :class:`~hardprompts.errors.DataError` naming the file and line
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,11 +125,6 @@ def check_folder_dataset(dataset: str) -> None:
         )
 
 
-def default_data_dir() -> Path:
-    """``$HARDPROMPTS_DATA_DIR``, else ``../shared/data/fsc`` (relative to the working directory)."""
-    return Path(os.environ.get("HARDPROMPTS_DATA_DIR", "../shared/data/fsc"))
-
-
 def _find(folder: Path, stem: str) -> Path | None:
     for ext in ("tsv", "csv", "jsonl"):
         path = folder / f"{stem}.{ext}"
@@ -143,12 +138,15 @@ def split_path(config: TaskConfig, split: str) -> Path:
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if config.dataset in PRESETS:
-        data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
-        root = data_dir / config.dataset
+        from hardprompts.datastore import locate
+
+        root = locate(config.dataset, config.data_dir) / config.dataset
         if not root.is_dir():
             raise DataError(
-                f"preset dataset {config.dataset!r} not found at {root}; set task.data_dir (or "
-                "$HARDPROMPTS_DATA_DIR) to the folder that holds <dataset>/<split_seed>/train.tsv"
+                f"preset dataset {config.dataset!r} not found at {root}; set task.data_dir to the "
+                "fsc/ folder that holds <dataset>/<split_seed>/train.tsv, or unset it (then "
+                "$HARDPROMPTS_DATA_DIR, the cache, or a download: hardprompts data fetch "
+                f"{config.dataset})"
             )
     else:
         check_folder_dataset(config.dataset)
@@ -197,12 +195,14 @@ def read_examples(
     label_column: str,
     split: str = "data",
     fields: list[str] | None = None,
+    quoted_tsv: bool = False,
 ) -> Split:
     """Read a TSV, CSV or JSONL file of (text, integer label) rows, checking every row.
 
     With ``fields`` (a multi-field template), each text is a mapping of those fields, read from
-    the columns of the same names (``x`` from the text column)."""
-    columns, rows = read_rows(path)
+    the columns of the same names (``x`` from the text column). ``quoted_tsv``: see
+    :func:`hardprompts.taskdata.read_rows`."""
+    columns, rows = read_rows(path, quoted_tsv)
     if fields is not None:
         mapping = {f: (text_column or "text") if f == "x" else f for f in fields}
         if label_column not in columns:

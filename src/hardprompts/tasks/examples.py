@@ -4,9 +4,10 @@ fields cut to fit the target), demonstrations for the agent, and per-example out
 
 Data sources (``task.dataset``):
 
-* ``ii/<task>``: instruction induction (Honovich et al., 2022), read from ``task.data_dir``
-  (unset: ``$HARDPROMPTS_DATA_DIR/../ii``, else ``../shared/data/ii``);
-* ``bbii/<task>``: BIG-bench Instruction Induction, from ``task.data_dir`` (unset: ``.../bbii``);
+* ``ii/<task>``: instruction induction (Honovich et al., 2022), read from ``task.data_dir`` (the
+  ``ii/`` folder or the root holding it; unset: ``$HARDPROMPTS_DATA_DIR/ii``, the cache, or a
+  download, see :mod:`hardprompts.datastore`);
+* ``bbii/<task>``: BIG-bench Instruction Induction, found the same way under ``bbii/``;
 * a folder of ``[<split_seed>/]{train,dev,test}.{jsonl,csv,tsv}`` user files with the template's
   field columns (``{x}`` reads ``task.text_column``, default ``input``) and the family's answer
   columns (see each family).
@@ -78,6 +79,13 @@ def benchmark_of(config: ExampleTaskConfig) -> tuple[str, str] | None:
     return None
 
 
+def bench_root(config: ExampleTaskConfig) -> Path:
+    """The ``ii/`` or ``bbii/`` folder of an ``ii/<task>`` / ``bbii/<task>`` dataset."""
+    from hardprompts.datastore import locate
+
+    return locate(config.dataset, config.data_dir)
+
+
 class ExampleTask:
     """Base of the families whose examples carry their own answers (generation, multiple choice).
 
@@ -144,7 +152,7 @@ class ExampleTask:
             out = loader(
                 name,
                 split,
-                root=Path(cfg.data_dir) if cfg.data_dir else None,
+                root=bench_root(cfg),
                 split_seed=cfg.split_seed or "0",
                 train_size=cfg.train_size,
                 dev_size=cfg.dev_size,
@@ -202,6 +210,10 @@ class ExampleTask:
     def desired_output(self, example: Example) -> str:
         raise NotImplementedError
 
+    def gold(self, example: Example) -> str:
+        """The desired output as the outputs file shows it: every acceptable answer."""
+        return " | ".join(example.answers) if example.answers else self.desired_output(example)
+
     # -- evaluation ----------------------------------------------------------------------------
 
     def _outputs(
@@ -220,8 +232,8 @@ class ExampleTask:
         self, prompts: Sequence[str], split: str, progress: Progress | None = None
     ) -> tuple[list, list[list[dict[str, Any]]]]:
         """Evaluation rows, and per prompt one record per example: ``input`` (as in the data),
-        ``output`` (the generated answer or the chosen choice as the data spells it) and
-        ``correct``."""
+        ``output`` (the generated answer or the chosen choice as the data spells it), ``gold``
+        (the desired output; several acceptable answers joined by `` | ``) and ``correct``."""
         from hardprompts.tasks.base import EvalResult
 
         data = self.split(split)
@@ -242,6 +254,7 @@ class ExampleTask:
                     {
                         "input": e.input,
                         "output": outputs[p][n],
+                        "gold": self.gold(e),
                         "correct": bool(scores[p, n] >= 1.0),
                     }
                     for n, e in enumerate(data.examples)
@@ -285,7 +298,7 @@ def resolve_info(config: ExampleTaskConfig, kind: str) -> BenchmarkTask | None:
     if bench is None:
         return None
     family, name = bench
-    root = Path(config.data_dir) if config.data_dir else None
+    root = bench_root(config)
     info = ii_info(name, root=root) if family == "ii" else bbii_info(name, root=root)
     if info.kind != kind:
         raise ConfigError(

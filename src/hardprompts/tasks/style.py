@@ -3,7 +3,8 @@ a sentence in a target style (RLPrompt §4; PIN; Patel et al.; METHODS.md sectio
 
 * data: sentences with a style label; the inputs are those *not* in ``task.target_style``.
   Presets ``yelp-sentiment`` and ``shakespeare`` read RLPrompt's files under ``task.data_dir``
-  (default ``$HARDPROMPTS_TST_DIR``, else ``../shared/data/tst``), see :func:`load_style_splits`;
+  (the ``tst/`` folder or the root holding it; unset: ``$HARDPROMPTS_DATA_DIR/tst``, the cache, or
+  a download, see :mod:`hardprompts.datastore`), see :func:`load_style_splits`;
   a folder holds ``train/dev/test`` files with a text and a style-label column.
 * a prompt is applied by the template (RLPrompt: ``{prompt} "{x}" "``); the target samples
   ``num_samples × num_bootstraps`` continuations per (prompt, input), top-k, cut at
@@ -35,7 +36,6 @@ onto [0, 1] (no shaping) with ``num_repeats: 8``.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -106,8 +106,9 @@ class StyleTransferTaskConfig(TaskConfig):
     )
     data_dir: str | None = Field(
         None,
-        description="Folder holding yelp/clean/ and shakespeare/100-shot/ (RLPrompt's layout). "
-        "Unset: $HARDPROMPTS_TST_DIR, else ../shared/data/tst.",
+        description="Folder holding yelp/clean/ and shakespeare/100-shot/ (RLPrompt's layout: the "
+        "tst/ folder), or the root holding tst/. Unset: $HARDPROMPTS_DATA_DIR/tst, else the "
+        "cache, else a download on first use (hardprompts data).",
     )
     split_seed: str | None = Field(
         None,
@@ -259,16 +260,17 @@ class StyleSplit:
 
 
 def tst_data_dir(config: StyleTransferTaskConfig) -> Path:
-    if config.data_dir:
-        return Path(config.data_dir)
-    return Path(os.environ.get("HARDPROMPTS_TST_DIR", "../shared/data/tst"))
+    """The ``tst/`` folder of a preset (see :func:`hardprompts.datastore.locate`)."""
+    from hardprompts.datastore import locate
+
+    return locate(config.dataset, config.data_dir)
 
 
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(
-            f"{path} not found; set task.data_dir (or $HARDPROMPTS_TST_DIR) to the folder that "
-            "holds yelp/clean/sentiment.*.clean"
+            f"{path} not found; set task.data_dir to the tst/ folder that holds "
+            "yelp/clean/sentiment.*.clean, or unset it (hardprompts data fetch yelp-sentiment)"
         )
     return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
 
@@ -307,7 +309,12 @@ def _yelp(config: StyleTransferTaskConfig, target: int) -> dict[str, StyleSplit]
 
 
 def _labelled(path: Path, column: str | None, num_styles: int, config) -> tuple[list, list, list]:
-    data = read_examples(path, num_styles, config.text_column or None, config.label_column)
+    # RLPrompt reads the Shakespeare TSVs with pandas' default CSV quoting (tst_data_utils.py:
+    # pd.read_csv(path, sep="\t")): 63 test rows per split are quoted, '""' inside them is '"'.
+    quoted = config.dataset == "shakespeare"
+    data = read_examples(
+        path, num_styles, config.text_column or None, config.label_column, quoted_tsv=quoted
+    )
     refs: list[str] = []
     if column is not None:
         refs = [str(r) for r in _column(path, column)]
@@ -369,7 +376,8 @@ def load_style_splits(
       seeded draw), in file order: the first 16 are dev, the rest train; test is
       ``sentiment.test.<src>.clean`` (500) with ``sentiment.ref.<src>.clean`` as references.
     * ``shakespeare``: ``shakespeare/100-shot/<split_seed>/{train,dev,test}.tsv`` rows of the
-      source style; references of test = the target-style test rows in order (as RLPrompt).
+      source style, read with CSV quoting as RLPrompt's pandas reads them; references of test =
+      the target-style test rows in order (as RLPrompt).
     * a folder: ``[<split_seed>/]{train,dev,test}.{tsv,csv,jsonl}``.
     """
     if config.dataset == "yelp-sentiment":
@@ -391,8 +399,8 @@ def load_style_splits(
         root = tst_data_dir(config) / "shakespeare" / "100-shot" / seed
         if not root.is_dir():
             raise DataError(
-                f"{root} not found; set task.data_dir (or $HARDPROMPTS_TST_DIR) to the folder "
-                "that holds shakespeare/100-shot/"
+                f"{root} not found; set task.data_dir to the tst/ folder that holds "
+                "shakespeare/100-shot/, or unset it (hardprompts data fetch shakespeare)"
             )
 
         def shk(name: str) -> Callable[[], StyleSplit]:
@@ -431,19 +439,46 @@ def build_reward_models(reward: RewardConfig, style_model: str) -> RewardModels:
     )
 
     kw = {"device": reward.device, "batch_size": reward.batch_size}
-    content = build_content_scorer(reward.content_model, **kw)
-    style = build_style_scorer(style_model, **kw)
-    fluency = build_fluency_scorer(reward.fluency_model, **kw)
+    content = _reward_model("content_model", build_content_scorer, reward.content_model, kw)
+    style = _reward_model("style_model", build_style_scorer, style_model, kw)
+    fluency = _reward_model("fluency_model", build_fluency_scorer, reward.fluency_model, kw)
     if reward.perplexity_model == reward.fluency_model:
         perplexity = fluency
     else:
-        perplexity = build_fluency_scorer(reward.perplexity_model, **kw)
+        perplexity = _reward_model(
+            "perplexity_model", build_fluency_scorer, reward.perplexity_model, kw
+        )
     if getattr(perplexity, "kind", None) != "perplexity":
         raise ConfigError(
             f"reward.perplexity_model {reward.perplexity_model!r} is not a language model; "
             "write lm:<causal LM name or folder>"
         )
     return RewardModels(content, style, fluency, perplexity)
+
+
+#: The offline built-in that can stand in for each reward model (shipped with the package).
+OFFLINE_REWARD_MODELS = {
+    "content_model": "builtin:minilm",
+    "style_model": "builtin:yelp-style or builtin:shakespeare-style",
+    "fluency_model": "lm:builtin:yelp-small",
+    "perplexity_model": "lm:builtin:yelp-small",
+}
+
+
+def _reward_model(field: str, build: Callable[..., Any], name: str, kw: dict) -> Any:
+    """``build(name)``; a model that cannot load is an error naming ``reward.<field>`` and the
+    offline built-in that would work."""
+    from hardprompts.errors import HardpromptsError, MissingExtraError
+
+    try:
+        return build(name, **kw)
+    except MissingExtraError:
+        raise
+    except HardpromptsError as exc:
+        raise type(exc)(
+            f"reward.{field} {name!r} cannot be loaded; offline, set reward.{field}: "
+            f"{OFFLINE_REWARD_MODELS[field]} (built in). {exc}"
+        ) from None
 
 
 @register_task("style_transfer")
@@ -689,11 +724,13 @@ class StyleTransferTask:
         flat = [c for o in outs for c in o]
         content, style, probs, r = self._scores(sources, flat)
         rows, at = [], 0
-        for text, cands in zip(data.sources, outs, strict=True):
+        refs = data.references or [[] for _ in data.sources]
+        for text, cands, gold in zip(data.sources, outs, refs, strict=True):
             best = at + int(r[at : at + len(cands)].argmax())  # first of ties
             rows.append({
                 "input": text,
                 "output": flat[best],
+                "gold": " | ".join(gold) if gold else None,  # the human references, if any
                 "content": float(content[best]),
                 "style": float(style[best]),
                 "reward": float(r[best]),
@@ -714,6 +751,8 @@ class StyleTransferTask:
         flu = self.models.fluency
         if flu is not None and getattr(flu, "kind", None) == "classifier":
             fluent = (flu(outputs).float() > 50.0).float()  # the classifier's decision
+            for row, ok in zip(rows, fluent.tolist(), strict=True):
+                row["fluency"] = 100.0 * ok  # per example, as the outputs file shows it
             f = 100.0 * float(fluent.mean())
             fluency = f
             joint = float((content * correct * fluent).mean())  # J = mean_i c_i · s_i · f_i
@@ -757,8 +796,9 @@ class StyleTransferTask:
     def evaluate_with_outputs(
         self, prompts: Sequence[str], split: str, progress: Callable[[int], None] | None = None
     ) -> tuple[list[EvalResult], list[list[dict[str, Any]]]]:
-        """The evaluation and, per prompt, one record per input: input, output, content, style
-        (and reward, style_correct) — what ``eval --outputs`` writes."""
+        """The evaluation and, per prompt, one record per input: input, output, gold (the
+        references joined by `` | ``, None without), content, style, reward, style_correct (and
+        fluency with a fluency classifier) — what ``eval --outputs`` writes."""
         results, records = [], []
         for prompt in prompts:
             t0 = time.perf_counter()
