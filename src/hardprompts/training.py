@@ -458,7 +458,7 @@ def _finish(
     judge = algo.perplexity_judge()
     ppl = prompt_perplexity([prompt], *judge)[0] if judge is not None else None
     visited = _visited_perplexities(out_dir / "metrics.jsonl", f"dev/{task.score_name}", judge)
-    atomic_write_json(out_dir / "visited_prompts.json", visited)
+    atomic_write_json(out_dir / "visited_prompts.json", tidy_floats(visited))  # as result.json
     return {
         "method": algo.method,
         "best_prompt": prompt,
