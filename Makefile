@@ -44,3 +44,4 @@ bench: install
 	$(BIN)/python benchmarks/served_throughput.py
 	$(BIN)/python benchmarks/style_step.py
 	$(BIN)/python benchmarks/query_efficiency.py
+	$(BIN)/python benchmarks/prefix_sharing.py

@@ -9,7 +9,9 @@ mocked: every number comes from a forward pass):
   each position), ``max_tokens``, ``n``, ``temperature`` (0 = greedy), ``top_k``, ``seed``,
   ``stop``; a ``usage`` block.
 * ``POST /v1/chat/completions``: the messages' contents joined by newlines are the text (no chat
-  template); ``logprobs`` / ``top_logprobs`` of the answer tokens; ``max_tokens``, ``n``, ...
+  template), or with ``chat_template=True`` the tokenizer's chat template applied to the messages
+  with the generation prompt and tokenised without added special tokens (as vLLM);
+  ``logprobs`` / ``top_logprobs`` of the answer tokens; ``max_tokens``, ``n``, ...
 * ``GET /v1/models``: the served name (``id``), ``root`` and ``max_model_len``, as vLLM lists them.
 * ``POST /tokenize`` and ``/detokenize`` (vLLM's endpoints, at the server root):
   ``{"tokens": [...], "count", "max_model_len"}`` and ``{"prompt": text}``; only when
@@ -73,6 +75,7 @@ class LoopbackServer(LocalServer):
         port: 0 picks a free port.
         name: the served model's name in ``/v1/models`` (requests may ask for any name).
         root: the ``root`` in ``/v1/models`` (default: the model's ``name_or_path``).
+        chat_template: chat requests go through the tokenizer's chat template.
     """
 
     def __init__(
@@ -89,8 +92,10 @@ class LoopbackServer(LocalServer):
         port: int = 0,
         name: str = "tiny",
         root: str | None = None,
+        chat_template: bool = False,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.chat_template = chat_template
         self.echo, self.logprobs, self.tokenize = echo, logprobs, tokenize
         self.completions, self.name, self.refuse_echo = completions, name, refuse_echo
         self.root = root if root is not None else str(model.config.name_or_path)
@@ -358,8 +363,12 @@ class LoopbackServer(LocalServer):
 
     def _chat(self, body: dict) -> tuple[int, dict]:
         text = "\n".join(m["content"] for m in body["messages"])
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        with self.lock:
+        with self.lock:  # a fast tokenizer is not to be used by several threads at once
+            if self.chat_template:
+                text = self.tokenizer.apply_chat_template(
+                    body["messages"], tokenize=False, add_generation_prompt=True
+                )
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             self.stats["prompts"] += 1
         choices, completion_tokens = [], 0
         want = bool(body.get("logprobs")) and self.logprobs

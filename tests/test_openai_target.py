@@ -43,7 +43,7 @@ def server(lm):
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
     """Each test its own request cache (target.request_cache: auto reads this variable)."""
-    monkeypatch.setenv("HARDPROMPTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARDPROMPTS_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 

@@ -68,7 +68,7 @@ def _lm(path):
 @pytest.fixture(autouse=True)
 def cache_home(tmp_path, monkeypatch):
     """Each test its own user cache (target.request_cache: auto reads this variable)."""
-    monkeypatch.setenv("HARDPROMPTS_CACHE_DIR", str(tmp_path / "home"))
+    monkeypatch.setenv("HARDPROMPTS_CACHE", str(tmp_path / "home"))
     return tmp_path / "home"
 
 

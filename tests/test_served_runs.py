@@ -48,7 +48,7 @@ def server(tiny_gpt2):
 
 @pytest.fixture(autouse=True)
 def no_shared_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARDPROMPTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARDPROMPTS_CACHE", str(tmp_path / "cache"))
 
 
 def sets(data, url, *extra):
@@ -100,7 +100,7 @@ def test_eval_through_faults_equals_the_direct_run(server, data, tmp_path, monke
     assert faulty["target_usage"]["retries"] == 6 and direct["target_usage"]["retries"] == 0
     assert direct["target_usage"]["pairs"] == 12
     # the same eval again is answered from the request cache: the server is not asked
-    monkeypatch.setenv("HARDPROMPTS_CACHE_DIR", str(tmp_path / "shared"))
+    monkeypatch.setenv("HARDPROMPTS_CACHE", str(tmp_path / "shared"))
     first = eval_json(sets(data, server.url))
     before = server.stats["scoring"]
     again = eval_json(sets(data, server.url))

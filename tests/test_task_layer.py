@@ -40,7 +40,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hardprompts"
 
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["_version", "errors", "checkpoint", "progress", "datastore", "interrupts"]),
+    ("base", ["_version", "errors", "caches", "checkpoint", "progress", "datastore", "interrupts"]),
     ("config", ["config"]),
     (
         "utilities",
@@ -54,6 +54,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "plots",
             "scorers",  # the style-transfer reward models (content, style, fluency, BLEU)
             "runtime",  # threads and quiet libraries for the command line
+            "chat",  # task.chat: the chat template around a filled template
         ],
     ),
     ("targets", ["targets"]),

@@ -16,6 +16,10 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForMaskedLM,
@@ -137,6 +141,34 @@ def make_tiny_roberta(tmp_dir: str | Path, seed: int = 0) -> Path:
         model = RobertaForMaskedLM(config)
     model.save_pretrained(str(path))
     return path
+
+
+def make_tiny_causal(family: str, seed: int = 0, sliding_window: int = 6):
+    """A random 2-layer causal LM of ``family`` in memory, with the tiny tokenizer: ``gpt2``
+    (learned positions), ``llama`` (rotary positions, 4 query heads sharing 2 key/value heads) or
+    ``mistral`` (the same with a sliding window of ``sliding_window`` tokens). Weights are large
+    enough (std 0.3) that the outputs depend on every position. Returns (model, tokenizer)."""
+    tok = make_tiny_tokenizer(None, "gpt2")
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if family == "gpt2":
+            cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tok),
+                             initializer_range=0.3, **ids)  # fmt: skip
+            model = GPT2LMHeadModel(cfg)
+        else:
+            common = dict(
+                vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                initializer_range=0.3, **ids,
+            )  # fmt: skip
+            if family == "llama":
+                model = LlamaForCausalLM(LlamaConfig(**common))
+            elif family == "mistral":
+                model = MistralForCausalLM(MistralConfig(sliding_window=sliding_window, **common))
+            else:
+                raise ValueError(f"unknown family {family!r}; valid: gpt2, llama, mistral")
+    return model.eval(), tok
 
 
 #: Agent settings (APPO, search) that fit the tiny GPT-2's 64 positions.

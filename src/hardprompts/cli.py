@@ -430,9 +430,9 @@ def _field_sections() -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
         if name == "algorithm":
             continue
         sections[name] = (field.description or "", rows)
-    shown = {row[:2] for row in sections["task"][1]}  # (field, default) of classification
-    for kind in task_kinds():  # the other task families' own fields
-        rows = [r for r in describe_fields(task_config_class(kind), "task.") if r[:2] not in shown]
+    shown = set(sections["task"][1])  # (field, default, doc) of classification
+    for kind in task_kinds():  # the other task families' own fields (or own default or doc)
+        rows = [r for r in describe_fields(task_config_class(kind), "task.") if r not in shown]
         if kind != "classification" and rows:
             sections[f"task.{kind}"] = (f"task.kind: {kind}: its own fields", rows)
     for name in algorithm_names():

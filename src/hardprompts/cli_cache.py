@@ -2,7 +2,7 @@
 
 A served target keeps the scores it was sent back in two caches (``docs/guides/served-cache.md``):
 a run's own, in ``<run folder>/requests``, and the cross-run one, in the folder
-``target.request_cache`` names (``auto``: ``$HARDPROMPTS_CACHE_DIR/requests``, else
+``target.request_cache`` names (``auto``: ``$HARDPROMPTS_CACHE/requests``, else
 ``~/.cache/hardprompts/requests``), one file per served model and fingerprint.
 """
 
@@ -27,7 +27,7 @@ FoldersArg = Annotated[
     list[Path] | None,
     typer.Argument(
         help="Cache folders or run folders (default: the cross-run cache of target.request_cache: "
-        "auto, $HARDPROMPTS_CACHE_DIR/requests or ~/.cache/hardprompts/requests)."
+        "auto, $HARDPROMPTS_CACHE/requests or ~/.cache/hardprompts/requests)."
     ),
 ]
 

@@ -164,6 +164,17 @@ class TaskConfig(Section):
             "template's placeholders other than {prompt}/{z}/{mask} ({x}: task.text_column)."
         ),
     )
+    chat: bool | Literal["auto"] = Field(
+        False,
+        description=(
+            "Wrap the filled template in the target tokenizer's chat template as one user turn "
+            "with the generation prompt; label words and options are scored, and answers written, "
+            "after the assistant turn's start (in-process causal targets; openai-chat is the "
+            "served equivalent). auto: on when the tokenizer has a chat template and the model "
+            "name says instruct/chat/-it. Default false, as the papers (StablePrompt feeds "
+            "Llama-3-8B-Instruct the raw template). See hardprompts.chat."
+        ),
+    )
     text_column: str | None = Field(
         None, description="Input text column of user files. Unset: 'sentence', else 'text'."
     )
@@ -339,7 +350,7 @@ class TargetConfig(Section):
         description="kind=openai/openai-chat: folder of the cross-run cache of finished scoring "
         "requests, keyed by model name, text, label words and a fingerprint of what the endpoint "
         "serves (a probe text's log-probabilities and /v1/models), so new weights under the same name "
-        "are a new cache. auto = $HARDPROMPTS_CACHE_DIR/requests, else ~/.cache/hardprompts/requests; "
+        "are a new cache. auto = $HARDPROMPTS_CACHE/requests, else ~/.cache/hardprompts/requests; "
         "null = off. `hardprompts cache info` lists it.",
         json_schema_extra=NOT_IDENTITY,
     )

@@ -139,12 +139,9 @@ def kind_of(name: str) -> str | None:
 
 def cache_dir() -> Path:
     """``$HARDPROMPTS_CACHE/data``, else ``<the platform's user cache folder>/hardprompts/data``."""
-    base = os.environ.get("HARDPROMPTS_CACHE")
-    if not base:
-        import platformdirs
+    from hardprompts.caches import cache_root
 
-        base = platformdirs.user_cache_dir("hardprompts", appauthor=False)
-    return Path(base) / "data"
+    return cache_root() / "data"
 
 
 def offline() -> bool:

@@ -662,7 +662,7 @@ def render_html(paths: Sequence[str | Path]) -> str:
     import plotly
     from plotly.offline import get_plotlyjs
 
-    from hardprompts import __version__
+    from hardprompts._version import __version__
 
     paths = [Path(p) for p in paths]
     if not paths:

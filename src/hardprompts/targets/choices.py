@@ -12,7 +12,10 @@ How it is computed (and why it is fast):
 * the first token of every continuation is scored from that same prefix forward (its last
   position), so a one-token choice costs nothing beyond the prefix;
 * the remaining tokens of the continuations of *all* texts in the batch go through batched
-  forwards over the shared cache, sized by a token cap and a logits-memory budget.
+  forwards whose attention reads the texts' cache in place (:mod:`.shared_prefix`): the cache is
+  held once however many choices a text has, and the memory budget counts it once. Models whose
+  attention cannot be routed there (the self-check at construction says so) copy each text's cache
+  into the rows of its choices instead (:func:`cache_rows`; same numbers, rows × context memory).
 
 The numbers equal one plain forward per (text, continuation) over the concatenated ids to 1e-5
 (``tests/test_choices.py``).
@@ -32,6 +35,7 @@ continuation has log-probability 0.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -40,9 +44,20 @@ from transformers import DynamicCache
 
 from hardprompts.errors import TargetError
 from hardprompts.modeling import cache_keyword, output_cache
+from hardprompts.targets.shared_prefix import (
+    SharedPrefix,
+    attention_implementation,
+    cache_bytes_per_token,
+    check_calls,
+)
 from hardprompts.templates import special_tokens_around
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
+
+# What a failed shared-prefix forward raises (the self-checks then fall back to copying the cache).
+SHARED_PREFIX_ERRORS = (NotImplementedError, RuntimeError, AttributeError, KeyError, TypeError,
+                        ValueError, IndexError)  # fmt: skip
 
 
 class Prefill(NamedTuple):
@@ -84,8 +99,30 @@ def prefill(model, prefixes: Sequence[Sequence[int]], pad_id: int) -> Prefill:
         if "logits_to_keep" in inspect.signature(model.forward).parameters
         else {}
     )
+    # A cache without the model's config keeps every key: a sliding-window cache would keep only
+    # the last window - 1, which the copies of :func:`cache_rows` cannot be masked against.
+    keep[cache_keyword(model)] = DynamicCache()
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep)
     return Prefill(out.logits[:, -1].float(), kv_layers(output_cache(out)), mask, mask.sum(1))
+
+
+def shared_prefix(pre: Prefill, rows: torch.Tensor, capacity: int = 0) -> SharedPrefix:
+    """The prefill's cache, read in place by continuation rows ``rows`` (the prefix of each row,
+    non-decreasing). A sliding-window cache keeps only the last keys of the left-padded prefixes:
+    they are the last columns of every row, so the masks and positions are cut the same way."""
+    lk = {k.shape[-2] for k, _ in pre.kv}
+    if len(lk) != 1:
+        raise NotImplementedError(f"layers keep different numbers of prefix keys ({sorted(lk)})")
+    width = lk.pop()
+    positions = (pre.mask.cumsum(-1) - 1).clamp(min=0)  # as in prefill
+    return SharedPrefix(
+        [k for k, _ in pre.kv],
+        [v for _, v in pre.kv],
+        pre.mask[:, -width:].bool(),
+        positions[:, -width:],
+        rows,
+        capacity,
+    )
 
 
 def split_boundary(text: str, continuation: str) -> tuple[str, str]:
@@ -102,9 +139,12 @@ class ChoiceScorer:
         tokenizer: its tokenizer.
         max_length: longest sequence (text + continuation) the model accepts.
         tokens_per_batch: most tokens of one forward (prefix tokens when prefilling, new tokens when
-            scoring continuations over the cache); None = no cap.
-        memory_budget_mb: most memory (MiB) that the continuation logits of one forward and its
-            copies of the prefix cache may take.
+            scoring continuations over the cache); None = no cap (the memory budget still splits).
+        memory_budget_mb: most memory (MiB) that one continuation forward may take beside the
+            model: its logits, and the texts' cache (once when shared, once per choice when copied).
+        share_prefix: choices read their text's cache in place (True), or each gets a copy (False);
+            None = in place when a self-check at construction finds it gives the numbers of plain
+            forwards on this model, else copies (with a warning).
     """
 
     def __init__(
@@ -115,6 +155,7 @@ class ChoiceScorer:
         max_length: int,
         tokens_per_batch: int | None = 2048,
         memory_budget_mb: int = 512,
+        share_prefix: bool | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -127,6 +168,9 @@ class ChoiceScorer:
         )
         self.start_id = start
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
+        self.shares_prefix = True if share_prefix is None else share_prefix
+        if share_prefix is None:
+            self.shares_prefix = self._shared_prefix_matches()
 
     @property
     def device(self) -> torch.device:
@@ -191,7 +235,12 @@ class ChoiceScorer:
         start = 0
         while start < len(order):
             width = len(prefixes[order[start]])
-            n = 1 if not self.tokens_per_batch else max(1, self.tokens_per_batch // width)
+            # Texts per prefill: the token cap, and half the budget for their cache (the rest is
+            # for the choices' forwards)
+            n = (self.memory_budget // 2) // (width * cache_bytes_per_token(self.model))
+            if self.tokens_per_batch:
+                n = min(n, self.tokens_per_batch // width)
+            n = max(1, n)
             chunk = order[start : start + n]
             start += len(chunk)
             self._score_chunk(chunk, prefixes, continuations, out)
@@ -202,7 +251,7 @@ class ChoiceScorer:
     def _score_chunk(self, chunk, prefixes, continuations, out) -> None:
         pre = prefill(self.model, [prefixes[i] for i in chunk], self.pad_id)
         first = pre.logits.log_softmax(-1)  # [n, V]: log p(c_0 | text)
-        kv, mask, lengths = pre.kv, pre.mask, pre.lengths
+        kv = pre.kv
 
         rows = []  # (chunk row, choice index, ids) of continuations with 2+ tokens
         for r, i in enumerate(chunk):
@@ -215,19 +264,28 @@ class ChoiceScorer:
             return
         rows.sort(key=lambda item: len(item[2]), reverse=True)
         vocab = first.shape[-1]
-        cache_per_row = sum(k[0].numel() * k.element_size() * 2 for k, _ in kv)  # one row's cache
+        cache = sum(k.numel() * k.element_size() * 2 for k, _ in kv)  # the chunk's prefix cache
+        cfg = self.model.config
+        width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
         start = 0
         while start < len(rows):
             lc = len(rows[start][2]) - 1  # the last token's own logits are never needed
-            k = max(1, self.memory_budget // (lc * vocab * 4 + cache_per_row))
+            if self.shares_prefix:  # the cache is held once; a row adds its logits (and their
+                # log-softmax) and activations
+                per_row = lc * (2 * vocab * 4 + 16 * width * first.element_size())
+                k = max(1, (self.memory_budget - cache) // per_row)
+            else:  # each row holds a copy of its text's cache
+                k = max(1, self.memory_budget // (lc * vocab * 4 + cache // len(chunk)))
             if self.tokens_per_batch:
                 k = min(k, max(1, self.tokens_per_batch // lc))
             group = rows[start : start + k]
             start += len(group)
-            self._score_tails(group, chunk, kv, mask, lengths, out)
+            if self.shares_prefix:
+                group.sort(key=lambda item: item[0])  # rows grouped by text (stable)
+            self._score_tails(group, chunk, pre, out)
 
-    def _score_tails(self, group, chunk, kv, mask, lengths, out) -> None:
-        """Tokens 1.. of each continuation in ``group``, read from the shared prefix cache."""
+    def _score_tails(self, group, chunk, pre: Prefill, out) -> None:
+        """Tokens 1.. of each continuation in ``group``, read from the texts' prefix cache."""
         device = self.device
         lc = max(len(c) for _, _, c in group) - 1
         g = len(group)
@@ -238,35 +296,90 @@ class ChoiceScorer:
             inp[row, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)  # inputs c_0..c_{L-2}
             cmask[row, : len(c) - 1] = 1
         inp, cmask = inp.to(device), cmask.to(device)
-        res = self.model(
-            input_ids=inp,
-            attention_mask=torch.cat([mask.index_select(0, src), cmask], 1),  # [g, lp + lc]
-            position_ids=lengths.index_select(0, src)[:, None] + torch.arange(lc, device=device),
-            use_cache=True,
-            **{cache_keyword(self.model): cache_rows(kv, src)},
-        )
+        positions = pre.lengths.index_select(0, src)[:, None] + torch.arange(lc, device=device)
+        if self.shares_prefix:
+            shared = shared_prefix(pre, src)
+            shared.step(positions, cmask.bool())
+            with attention_implementation(self.model):
+                res = self.model(
+                    input_ids=inp,
+                    attention_mask=cmask,  # unused by the shared-prefix attention
+                    position_ids=positions,
+                    use_cache=False,
+                    shared_prefix=shared,
+                )
+            check_calls(self.model, shared)
+        else:
+            res = self.model(
+                input_ids=inp,
+                attention_mask=torch.cat([pre.mask.index_select(0, src), cmask], 1),  # [g, lp+lc]
+                position_ids=positions,
+                use_cache=True,
+                **{cache_keyword(self.model): cache_rows(pre.kv, src)},
+            )
         logp = res.logits.float().log_softmax(-1)  # [g, lc, V]: log p(c_{t+1} | text, c_<=t)
         for row, (r, j, c) in enumerate(group):
             targets = torch.tensor(c[1:], device=device)
             tail = logp[row, : len(c) - 1].gather(-1, targets[:, None]).sum()
             out[chunk[r]][j] += float(tail)
 
+    # ------------------------------------------------------------------ self-check
+
+    @torch.no_grad()
+    def _shared_prefix_matches(self) -> bool:
+        """The shared-prefix path must reproduce plain forwards; checked once at construction."""
+        half = self.max_length // 2
+        if half < 2:  # no room for a continuation of two tokens: nothing to check on
+            return False
+        (a, b), _ = self.encode(["a short check sentence, and more", "ok"], [[], []])
+        one, two, three = (self._tok(c) for c in (" one two three four", " five", " six seven"))
+        prefixes = [a[:half], b[:half]]
+        options = [[one[:half], two[:half]], [three[:half]]]
+        try:
+            fast = self.logprobs_ids(prefixes, options)
+        except SHARED_PREFIX_ERRORS as err:
+            log.warning(
+                "%s: multiple choice cannot read the text's key/value cache in place (%s); copying "
+                "it per choice instead (same numbers, more memory)",
+                type(self.model).__name__,
+                err,
+            )
+            return False
+        slow = naive_logprobs_ids(self.model, prefixes, options)
+        ok = torch.allclose(
+            torch.tensor([v for r in fast for v in r]),
+            torch.tensor([v for r in slow for v in r]),
+            atol=1e-4,
+            rtol=1e-4,
+        )
+        if not ok:
+            log.warning(
+                "%s: multiple choice over the in-place key/value cache differs from plain "
+                "forwards; copying the cache per choice instead (same numbers, more memory)",
+                type(self.model).__name__,
+            )
+        return ok
+
 
 def naive_continuation_logprobs(
     model, scorer: ChoiceScorer, texts, continuations
 ) -> list[list[float]]:
     """Reference: one full forward per (text, continuation), no cache, no padding, full logits."""
-    prefixes, conts = scorer.encode(texts, continuations)
+    return naive_logprobs_ids(model, *scorer.encode(texts, continuations))
+
+
+def naive_logprobs_ids(model, prefixes, continuations) -> list[list[float]]:
+    """:func:`naive_continuation_logprobs` on token ids."""
     device = next(model.parameters()).device
     out = []
     with torch.no_grad():
-        for p, cs in zip(prefixes, conts, strict=True):
+        for p, cs in zip(prefixes, continuations, strict=True):
             row = []
             for c in cs:
                 if not c:
                     row.append(0.0)
                     continue
-                seq = torch.tensor([p + c], device=device)
+                seq = torch.tensor([list(p) + list(c)], device=device)
                 logp = model(input_ids=seq).logits[0].float().log_softmax(-1)  # [L, V]
                 idx = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=device)
                 row.append(float(logp[idx, torch.tensor(c, device=device)].sum()))

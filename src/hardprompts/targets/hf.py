@@ -10,7 +10,7 @@ What makes scoring fast (METHODS.md section 1, "cost notes"), and where each hap
 * for a causal target whose template puts the prompt after the input (``"{x} {prompt}"``), the
   input's key/value cache is computed once per example and shared by every prompt
   (:meth:`HFTarget._score_cached`): the prompt tokens attend to that one copy through an attention
-  function registered with transformers (:func:`_shared_prefix_attention`), so the cache is
+  function registered with transformers (:mod:`.shared_prefix`), so the cache is
   never repeated per prompt, and ``memory_budget_mb`` counts it once.
 
 Every path gives the same numbers as one plain forward per example with full logits (the tests
@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface
 
 from hardprompts.config import TargetConfig
 from hardprompts.errors import TargetError
 from hardprompts.modeling import load_lm, load_tokenizer, model_max_length, placement
+from hardprompts.targets.shared_prefix import (
+    SharedPrefix,
+    attention_implementation,
+    cache_bytes_per_token,
+    check_calls,
+)
 from hardprompts.targets.usage import TargetUsage
 from hardprompts.templates import Encoded, Kind, Template, TemplateEncoder, verbalizer_ids
 
@@ -97,130 +101,6 @@ class _VerbalizerHead(torch.nn.Module):
             hidden = self.transform(hidden)
         logits = hidden @ self.weight.T  # [B, C]
         return logits if self.bias is None else logits + self.bias
-
-
-# ----------------------------------------------------------------------------------------------
-# Shared-prefix attention: every prompt after an input attends to one copy of its key/value cache
-# ----------------------------------------------------------------------------------------------
-
-_SHARED_PREFIX_ATTENTION = "hardprompts_shared_prefix"
-
-
-class _SharedPrefix:
-    """The prefixes' keys and values, read in place by the suffix rows of one forward.
-
-    Rows of the suffix forward are (prefix i, suffix j) pairs in prefix-major order, row = i*g + j.
-    Prefixes are right-padded: prefix i's real tokens sit at positions 0 .. lengths[i] - 1.
-    """
-
-    def __init__(
-        self,
-        keys: list[torch.Tensor],  # per layer [n, H_kv, Lp, hd]
-        values: list[torch.Tensor],
-        prefix_mask: torch.Tensor,  # [n, Lp] bool, True = real token
-        suffix_mask: torch.Tensor,  # [g, Ls] bool
-        lengths: torch.Tensor,  # [n] real prefix tokens
-    ) -> None:
-        self.keys, self.values, self.lengths = keys, values, lengths
-        n, lp = prefix_mask.shape
-        g, ls = suffix_mask.shape
-        causal = torch.ones(ls, ls, dtype=torch.bool, device=suffix_mask.device).tril()
-        eye = torch.eye(ls, dtype=torch.bool, device=suffix_mask.device)
-        # [g, Ls(query), Ls(key)]; a padding query sees itself, so that no row is all -inf (its
-        # output is never read, but a NaN there would reach the real rows through 0 * NaN).
-        own = causal[None] & (suffix_mask[:, None, :] | eye)
-        # Which keys each query may see: [n, g, 1, 1, Ls, Lp + Ls] (1s: kv heads, heads per kv head).
-        self.allowed = torch.cat(
-            [
-                prefix_mask[:, None, None, :].expand(n, g, ls, lp),
-                own[None].expand(n, g, ls, ls),
-            ],
-            dim=-1,
-        )[:, :, None, None]
-        self.calls = 0
-
-    def window(self, sliding_window: int) -> torch.Tensor:
-        """``allowed`` narrowed to keys fewer than ``sliding_window`` positions behind the query."""
-        n, g, _, _, ls, width = self.allowed.shape
-        lp = width - ls
-        dev = self.lengths.device
-        q_pos = self.lengths[:, None] + torch.arange(ls, device=dev)  # [n, Ls]
-        k_pos = torch.cat(
-            [torch.arange(lp, device=dev).expand(n, lp), q_pos], dim=1
-        )  # [n, Lp + Ls]
-        near = (q_pos[:, :, None] - k_pos[:, None, :]) < sliding_window  # [n, Ls, Lp + Ls]
-        return self.allowed & near[:, None, None, None]
-
-
-def _shared_prefix_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,  # [n*g, H, Ls, hd]
-    key: torch.Tensor,  # [n*g, H_kv, Ls, hd]: the suffix's own keys
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,  # unused: `shared_prefix` holds the masks
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    shared_prefix: _SharedPrefix | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """Attention of the suffix tokens over [shared prefix keys, their own keys], exactly.
-
-    softmax(q·[K_prefix, K_own]ᵀ·scale + mask)·[V_prefix, V_own], where K_prefix and V_prefix are the
-    prefix's cache, broadcast to its g suffix rows without a copy. Registered with transformers'
-    ``AttentionInterface``; the model uses it only inside ``_attention_implementation``.
-    """
-    if shared_prefix is None:
-        raise RuntimeError("shared-prefix attention called without a shared_prefix")
-    if module.training and dropout > 0:
-        raise NotImplementedError("shared-prefix attention is for eval-mode targets (no dropout)")
-    for name in ("s_aux", "position_bias"):
-        if kwargs.get(name) is not None:
-            raise NotImplementedError(f"shared-prefix attention does not support {name!r}")
-    ctx = shared_prefix
-    pk, pv = ctx.keys[module.layer_idx], ctx.values[module.layer_idx]
-    n, hkv, lp, hd = pk.shape
-    b, h, ls, _ = query.shape
-    g, rep = b // n, h // hkv
-    q = query.view(n, g, hkv, rep, ls, hd)
-    scores = torch.cat(
-        [
-            torch.einsum("ngkrsd,nkld->ngkrsl", q, pk),  # to the shared prefix, [.., Ls, Lp]
-            q @ key.view(n, g, hkv, 1, ls, hd).transpose(-1, -2),  # to itself, [.., Ls, Ls]
-        ],
-        dim=-1,
-    ) * (hd**-0.5 if scaling is None else scaling)
-    softcap = kwargs.get("softcap")
-    if softcap is not None:  # Gemma-2 style logit soft-capping, before the mask
-        scores = torch.tanh(scores / softcap) * softcap
-    window = kwargs.get("sliding_window")
-    allowed = ctx.allowed if window is None else ctx.window(window)
-    scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
-    probs = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
-    out = torch.einsum("ngkrsl,nkld->ngkrsd", probs[..., :lp], pv) + probs[..., lp:] @ value.view(
-        n, g, hkv, 1, ls, hd
-    )
-    ctx.calls += 1
-    return out.reshape(b, h, ls, hd).transpose(1, 2).contiguous(), None  # [n*g, Ls, H, hd]
-
-
-AttentionInterface.register(_SHARED_PREFIX_ATTENTION, _shared_prefix_attention)
-
-
-@contextmanager
-def _attention_implementation(model, name: str):
-    """Run ``model`` with attention implementation ``name``, then restore every config's own."""
-    configs, todo = [], [model.config]
-    while todo:
-        cfg = todo.pop()
-        configs.append((cfg, cfg._attn_implementation))
-        todo += [c for k in getattr(cfg, "sub_configs", {}) if (c := getattr(cfg, k, None))]
-    for cfg, _ in configs:
-        cfg._attn_implementation_internal = name
-    try:
-        yield
-    finally:
-        for cfg, old in configs:
-            cfg._attn_implementation_internal = old
 
 
 class HFTarget:
@@ -431,14 +311,7 @@ class HFTarget:
 
     def _cache_bytes_per_token(self) -> int:
         """Bytes of key/value cache one token holds over all layers (grouped-query heads counted)."""
-        cfg = self.model.config
-        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
-        d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
-        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 12)
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or d // heads
-        elem = torch.finfo(self.model.dtype).bits // 8
-        return layers * 2 * kv_heads * head_dim * elem
+        return cache_bytes_per_token(self.model)
 
     def _score_cached(
         self, prompts: list[str], texts: list[str], progress: Progress | None
@@ -488,7 +361,7 @@ class HFTarget:
         self, prefixes, example_ids, suffixes, out, cache_bytes_per_token, progress
     ) -> None:
         """Score every suffix after each of ``prefixes``: one prefix forward, then suffix forwards
-        whose attention reads the prefixes' keys and values in place (:func:`_shared_prefix_attention`).
+        whose attention reads the prefixes' keys and values in place (:mod:`.shared_prefix`).
         """
         ids, mask = self._pad(prefixes)  # right-padded: real tokens at positions 0 .. len - 1
         lengths = mask.sum(1)  # [n]
@@ -521,17 +394,20 @@ class HFTarget:
             if self.tokens_per_batch:
                 rows = min(rows, self.tokens_per_batch // longest)
         p_rows = max(1, rows // n)
+        key_pos = torch.arange(lp, device=self.device).expand(n, lp)
         for start in range(0, len(with_suffix), p_rows):
             group = with_suffix[start : start + p_rows]
             g = len(group)
             s_ids, s_mask = self._pad([suffixes[p] for p in group])  # [g, Ls]
             ls = s_ids.shape[1]
             # Rows are (example, prompt) pairs in example-major order: row = i * g + j.
-            shared = _SharedPrefix(keys, values, mask.bool(), s_mask.bool(), lengths)
+            rows = torch.arange(n, device=self.device).repeat_interleave(g)
+            shared = SharedPrefix(keys, values, mask.bool(), key_pos, rows)
             positions = lengths.repeat_interleave(g)[:, None] + torch.arange(
                 ls, device=self.device
             )  # [n*g, Ls]: the prompt's positions follow its prefix
-            with _attention_implementation(self.model, _SHARED_PREFIX_ATTENTION):
+            shared.step(positions, s_mask.bool().repeat(n, 1))
+            with attention_implementation(self.model):
                 res = self._forward(
                     input_ids=s_ids.repeat(n, 1),
                     attention_mask=s_mask.repeat(n, 1),  # unused by our attention; no pad warning
@@ -539,11 +415,7 @@ class HFTarget:
                     use_cache=False,
                     shared_prefix=shared,
                 )
-            if shared.calls != len(keys):
-                raise RuntimeError(
-                    f"{type(self.model).__name__}: {shared.calls} of {len(keys)} attention layers "
-                    "read the shared prefix cache; this architecture cannot use the cached path"
-                )
+            check_calls(self.model, shared)
             last = s_mask.sum(1).repeat(n) - 1
             logits = self._class_logits(res, last).float().cpu().view(n, g, -1)
             for j, p in enumerate(group):
@@ -561,15 +433,16 @@ class HFTarget:
     ) -> list[list[float]]:
         """For each text, the summed log-probability of each of its continuations given the text
         (each text's cache computed once and shared by its choices: :mod:`.choices`)."""
+        scorer = self._choices()  # built (and self-checked) before counting target work
         self._scoring = True  # counted as target work (usage)
         try:
-            out = self._continuation_logprobs(texts, continuations, progress)
+            out = scorer.logprobs(texts, continuations, progress)
         finally:
             self._scoring = False
         self.usage.add(pairs=len(texts))  # one (prompt, input) pair per text, all its choices
         return out
 
-    def _continuation_logprobs(self, texts, continuations, progress) -> list[list[float]]:
+    def _choices(self):
         if self._choice_scorer is None:
             from hardprompts.targets.choices import ChoiceScorer
 
@@ -578,30 +451,32 @@ class HFTarget:
                 tokens_per_batch=self.tokens_per_batch,
                 memory_budget_mb=max(1, self.memory_budget // 2**20),
             )  # fmt: skip
-        return self._choice_scorer.logprobs(texts, continuations, progress)
+        return self._choice_scorer
 
     def generate(self, texts: Sequence[str], **kwargs) -> list[list[str]]:
         """For each text, ``num_samples`` continuations cut before ``stop`` (contract 2; the
         arguments of :meth:`hardprompts.targets.generation.TextGenerator.generate`)."""
+        generator = self._text_generator()  # built (and self-checked) before counting
         self._scoring = True  # counted as target work (usage)
-        before = self._generator.new_tokens if self._generator is not None else 0
+        before = generator.new_tokens
         try:
-            out = self._generate(texts, **kwargs)
+            out = generator.generate(texts, **kwargs)
         finally:
             self._scoring = False
         # one (prompt, input) pair per text, however many samples it was given
-        self.usage.add(pairs=len(texts), completion_tokens=self._generator.new_tokens - before)
+        self.usage.add(pairs=len(texts), completion_tokens=generator.new_tokens - before)
         return out
 
-    def _generate(self, texts: Sequence[str], **kwargs) -> list[list[str]]:
+    def _text_generator(self):
         if self._generator is None:
             from hardprompts.targets.generation import TextGenerator
 
             self._generator = TextGenerator(
                 self._causal("generate"), self.tokenizer, max_length=self.max_length,
                 tokens_per_batch=self.tokens_per_batch,
+                memory_budget_mb=max(1, self.memory_budget // 2**20),
             )  # fmt: skip
-        return self._generator.generate(texts, **kwargs)
+        return self._generator
 
     def _causal(self, what: str):
         if self.kind != "causal":

@@ -67,7 +67,9 @@ SEED_MODULUS = 2**31
 
 
 def _cut(text: str, stop: str | None) -> str:
-    return text.split(stop, 1)[0] if stop else text
+    from hardprompts.targets.generation import cut_at_stop
+
+    return cut_at_stop(text, stop or None)[0]
 
 
 class _ServedBase:
@@ -410,7 +412,9 @@ class _ServedBase:
             "temperature": temperature if do_sample else 0.0,
             "n": n,
         }
-        if stop:
+        if stop and not stop[0].isspace():
+            # A stop string that starts with whitespace (a newline) is cut here, after the
+            # answer's leading whitespace (cut_at_stop); a server would cut a leading newline.
             body["stop"] = [stop]
         if seed is not None:
             # 31 bits: llama.cpp reads a 32-bit seed and the tasks draw up to 62-bit ones

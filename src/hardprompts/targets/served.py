@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hardprompts.caches import cache_root
 from hardprompts.errors import ConfigError, TargetError
 from hardprompts.targets.usage import TargetUsage
 
@@ -337,9 +338,7 @@ def cache_folder(setting: str | None) -> Path | None:
         return None
     if setting != "auto":
         return Path(setting).expanduser()
-    base = os.environ.get("HARDPROMPTS_CACHE_DIR")
-    root = Path(base) if base else Path.home() / ".cache" / "hardprompts"
-    return root / "requests"
+    return cache_root() / "requests"
 
 
 #: Folder of a run's own request cache, inside its run folder.

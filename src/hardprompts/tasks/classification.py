@@ -152,13 +152,25 @@ class ClassificationTask:
     @classmethod
     def from_config(cls, config: Config) -> ClassificationTask:
         """Resolve the template and label words for the target's kind, then load the target."""
+        from hardprompts.chat import resolve_chat
+
         kind = target_kind(config.target)
         resolved = resolve_task(config.task, template_kind(kind))  # type: ignore[arg-type]
-        target = build_target(config.target, resolved.template, resolved.verbalizers, kind)
+        template, verbalizers = resolved.template, resolved.verbalizers
+        chat = resolve_chat(config.task.chat, config.target, kind)
+        if chat is not None:  # the label word is the answer's first token, after the turn's start
+            template = chat.wrap_template(template)
+            verbalizers = [w.lstrip() for w in verbalizers]
+            if len(set(verbalizers)) != len(verbalizers):
+                raise ConfigError(
+                    f"task.chat: the label words {resolved.verbalizers} are not distinct without "
+                    "their leading spaces; choose other task.verbalizers"
+                )
+        target = build_target(config.target, template, verbalizers, kind)
         return cls(
             target,
-            template=resolved.template,
-            verbalizers=resolved.verbalizers,
+            template=template,
+            verbalizers=verbalizers,
             config=config.task,  # type: ignore[arg-type]
         )
 

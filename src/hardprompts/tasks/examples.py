@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from hardprompts.chat import ChatFormat
 from hardprompts.config import TaskConfig
 from hardprompts.errors import ConfigError, DataError
 from hardprompts.taskdata import (
@@ -107,8 +108,10 @@ class ExampleTask:
         config: ExampleTaskConfig | None = None,
         info: BenchmarkTask | None = None,
         splits: dict[str, ExampleSplit] | None = None,
+        chat: ChatFormat | None = None,
     ) -> None:
         self.target = target
+        self.chat = chat  # task.chat: the filled template becomes the user turn (hardprompts.chat)
         self.config = config
         self.info = info
         template = template or (config.template if config else None) or self.default_template
@@ -127,6 +130,11 @@ class ExampleTask:
             if tokenizer is not None and max_length
             else None
         )  # None: a served target; the inputs are sent whole
+        self._chat_tokens = 0  # tokens the chat format adds, kept free when fitting an input
+        if chat is not None and self.encoder is not None:
+            self._chat_tokens = len(
+                tokenizer(chat.extra_text(), add_special_tokens=False)["input_ids"]
+            )
         self._splits: dict[str, ExampleSplit] = dict(splits or {})
 
     # -- data ----------------------------------------------------------------------------------
@@ -193,8 +201,9 @@ class ExampleTask:
         ``reserve`` tokens free for what the target adds (generated tokens, a choice)."""
         values = example.fields
         if self.encoder is not None:
-            values = self.encoder.fit(values, prompt, reserve)
-        return self.parsed.render(values, prompt).rstrip()
+            values = self.encoder.fit(values, prompt, reserve + self._chat_tokens)
+        text = self.parsed.render(values, prompt).rstrip()
+        return text if self.chat is None else self.chat.wrap(text)
 
     def demonstrations(self, k: int, generator: torch.Generator) -> list[tuple[str, str]]:
         """k distinct (input, desired output) pairs from train only (the agent's meta-prompt)."""
@@ -281,6 +290,8 @@ class ExampleTask:
 
     def describe(self, split: str) -> dict[str, Any]:
         out = {"source": self.split(split).source, "template": self.template, "kind": self.kind}
+        if self.chat is not None:
+            out["chat"] = True
         if self.info is not None and self.info.manual_prompt:
             out["manual_prompt"] = self.info.manual_prompt
         return out

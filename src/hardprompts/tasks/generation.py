@@ -3,9 +3,11 @@
 Instruction induction (``ii/<task>``), BIG-bench generation tasks (``bbii/<task>`` whose
 ``preferred_score`` is ``exact_str_match``) and user files with an answer column.
 
-* A prompt is applied by the template (default ``"{prompt}\\nInput: {x}\\nOutput:"``, the format of
-  StablePrompt's instruction-induction code); the target continues it greedily (briefing contract
-  2, ``target.generate``) until ``task.stop`` or ``task.max_new_tokens``.
+* A prompt is applied by the template (default ``"{prompt}\\nInput: {x}\\nOutput:"``, our choice
+  after StablePrompt's instruction-induction format, which is ``"{prompt}\\nInput : {x}\\nOutput : "``
+  with a space before each colon and after the last one); the target continues it greedily
+  (briefing contract 2, ``target.generate``) until ``task.stop`` (searched after the answer's
+  leading whitespace, as the references strip before they cut) or ``task.max_new_tokens``.
 * Each answer is scored by the task's metric (:mod:`hardprompts.text_metrics`): for ii the metric
   of the instruction-induction paper's evaluation (exact match after normalisation; ``contains``,
   ``exact_set`` or ``f1`` for five tasks), for bbii BIG-bench's ``exact_str_match`` with the task's
@@ -52,6 +54,13 @@ class GenerationTaskConfig(ExampleTaskConfig):
         description="ii/<task> (24 instruction-induction tasks), bbii/<task> (BIG-bench generation "
         "tasks), or a folder of train/dev/test files with input and answer columns.",
     )
+    template: str | None = Field(
+        None,
+        description="Text given to the target ({prompt}, {x} or named fields; no {mask}). Unset: "
+        "'{prompt}\\nInput: {x}\\nOutput:' (our choice; StablePrompt's ii code writes "
+        "'{prompt}\\nInput : {x}\\nOutput : ', a space before each colon and after the last, which "
+        "tokenises differently: set that string to reproduce it).",
+    )
     metric: Literal["auto", "em", "contains", "exact_set", "f1", "exact_str_match"] = Field(
         "auto",
         description="How an answer is scored. auto: the task's own (ii: the instruction-induction "
@@ -72,8 +81,10 @@ class GenerationTaskConfig(ExampleTaskConfig):
 
     stop: str | None = Field(
         "auto",
-        description="The answer ends before this string. auto: the task's stop_string (bbii), else a "
-        "newline. null: only EOS and max_new_tokens end it.",
+        description="The answer ends before this string, searched after the answer's leading "
+        "whitespace (so an answer that starts with a newline is kept, as the references strip "
+        "before they cut). auto: the task's stop_string (bbii), else a newline. null: only EOS "
+        "and max_new_tokens end it.",
     )
     answer_column: str = Field(
         "output",
@@ -113,10 +124,14 @@ class GenerationTask(ExampleTask):
 
     @classmethod
     def from_config(cls, config: Config) -> GenerationTask:
+        from hardprompts.chat import resolve_chat
+
         info = resolve_info(config.task, "generation")  # type: ignore[arg-type]
         template = config.task.template or DEFAULT_TEMPLATE
-        target = build_target(config.target, template, [], target_kind(config.target))
-        return cls(target, config=config.task, info=info, template=template)  # type: ignore[arg-type]
+        kind = target_kind(config.target)
+        target = build_target(config.target, template, [], kind)
+        chat = resolve_chat(config.task.chat, config.target, kind)
+        return cls(target, config=config.task, info=info, template=template, chat=chat)  # type: ignore[arg-type]
 
     def _user_example(self, values: dict, shown: str, row: dict, where: str) -> Example:
         column = self.config.answer_column  # type: ignore[union-attr]

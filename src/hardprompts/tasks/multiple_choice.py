@@ -12,7 +12,12 @@ user files with a list of options and the index of the correct one.
   the options. So the classification rewards carry over unchanged: RLPrompt's gap reward
   (``rlprompt``, ``pin``; METHODS.md section 2) and StablePrompt's ``30 · accuracy + 0.01 · margin``
   (``appo``, ``search``; section 7), the margin being the correct option's log-likelihood minus the
-  best other's. Examples with fewer options are padded with -inf (never chosen).
+  best other's. These are StablePrompt's classification weights; its BIG-bench multiple-choice
+  code (``stableprompt_bbii_tc.py``) uses ``3 · accuracy + 0.05 · margin`` (set
+  ``algorithm.reward_accuracy_weight: 3`` and ``reward_margin_weight: 0.05`` to reproduce it).
+  Examples with fewer options are padded with -inf (never chosen).
+* ``task.chat``: the text is the chat-formatted user turn and each option follows the assistant
+  turn's start (``choice_prefix`` then defaults to nothing; :mod:`hardprompts.chat`).
 * When every example has the same options and each (with its prefix) is one token of the target's
   tokenizer (e.g. `` True``/`` False``), the options are label words: the task is then also a
   :class:`~hardprompts.tasks.ClassLogitsTask` (:class:`LabelWordChoiceTask`) and the gradient methods
@@ -68,6 +73,14 @@ class MultipleChoiceTaskConfig(ExampleTaskConfig):
         description="bbii/<task> (BIG-bench multiple-choice tasks) or a folder of train/dev/test "
         "files with input, choices and label columns.",
     )
+    template: str | None = Field(
+        None,
+        description="Text given to the target ({prompt}, {x} or named fields; no {mask}). Unset: "
+        "'{prompt}\\nInput: {x}\\nAnswer:' (our choice). Rewards of appo/search: "
+        "algorithm.reward_accuracy_weight · accuracy + reward_margin_weight · margin, default "
+        "30 and 0.01 (StablePrompt's classification weights; its BIG-bench multiple-choice code "
+        "uses 3 · accuracy + 0.05 · margin).",
+    )
     choice_prefix: str = Field(
         " ",
         description="Text between the template's end and each option (our choice: one space, the "
@@ -105,15 +118,25 @@ class MultipleChoiceTask(ExampleTask):
 
     @classmethod
     def from_config(cls, config: Config) -> MultipleChoiceTask:
+        from hardprompts.chat import resolve_chat
+
         task_cfg: MultipleChoiceTaskConfig = config.task  # type: ignore[assignment]
         info = resolve_info(task_cfg, "multiple_choice")
         template = task_cfg.template or DEFAULT_TEMPLATE
         kind = target_kind(config.target)
+        chat = resolve_chat(task_cfg.chat, config.target, kind)
+        if chat is not None and "choice_prefix" not in task_cfg.model_fields_set:
+            # the option is the answer: it follows the assistant turn's start directly
+            task_cfg = task_cfg.model_copy(update={"choice_prefix": ""})
         probe = cls(_NoTarget(), config=task_cfg, info=info, template=template)
         words = probe.label_words(config)
-        target = build_target(config.target, template, words or [], kind)
+        # The target's own template scores label words (pez, softprompt): chat-formatted too.
+        wrapped = chat.wrap_template(template) if chat is not None and words else template
+        target = build_target(config.target, wrapped, words or [], kind)
         task_cls = LabelWordChoiceTask if words else cls
-        return task_cls(target, config=task_cfg, info=info, template=template, splits=probe._splits)
+        return task_cls(
+            target, config=task_cfg, info=info, template=template, splits=probe._splits, chat=chat
+        )
 
     def label_words(self, config: Config) -> list[str] | None:
         """The options as label words, when every example has the same options and each is one

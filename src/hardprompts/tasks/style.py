@@ -31,6 +31,12 @@ prompt rewards. Each step takes ``train_batch_size: 2`` inputs in file order
 ``max(1.5·n, n + 10)`` for an input of n tokens (we round down), ``lower_outputs: true`` (PIN's
 README: false for Shakespeare). PIN's ``tst_config.yaml`` keeps the same reward but shapes [0, 1]
 onto [0, 1] (no shaping) with ``num_repeats: 8``.
+
+Special tokens: an in-process target's input starts with its tokenizer's BOS when the tokenizer
+adds one (OPT's ``</s>``; GPT-2 adds none), as RLPrompt's ``text-generation`` pipeline does. The
+length cap counts the input sentence's tokens *without* special tokens; RLPrompt's
+``len(tokenizer(source_text)['input_ids'])`` counted OPT's BOS too, so with an OPT target its cap
+is one input token larger (``max(1.5·(n + 1), n + 11)``); with GPT-2 both agree.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from hardprompts.tasks.base import (
 from hardprompts.tasks.data import read_examples, split_path
 
 if TYPE_CHECKING:
+    from hardprompts.chat import ChatFormat
     from hardprompts.config import Config, RewardConfig
 
 __all__ = [
@@ -153,8 +160,9 @@ class StyleTransferTaskConfig(TaskConfig):
     )
     control_output_length: bool = Field(
         True,
-        description="Cap new tokens at max(1.5·n, n + 10) for an input of n tokens (RLPrompt's "
-        "tst_config: true); false = max_new_tokens.",
+        description="Cap new tokens at max(1.5·n, n + 10) for an input of n tokens, counted "
+        "without special tokens (RLPrompt's tst_config: true; its count included OPT's BOS, one "
+        "token more with an OPT target); false = max_new_tokens.",
     )
     max_new_tokens: int = Field(
         40, ge=1, description="New-token cap when control_output_length is false (ours)."
@@ -510,6 +518,7 @@ class StyleTransferTask:
         *,
         seed: int = 0,
         style_names: Sequence[str] | None = None,
+        chat: ChatFormat | None = None,
     ) -> None:
         if not callable(getattr(target, "generate", None)):
             raise ConfigError(
@@ -520,6 +529,7 @@ class StyleTransferTask:
         self.models = models
         self.config = config
         self.template = config.template or '{prompt} "{x}" "'
+        self.chat = chat  # task.chat: the filled template becomes the user turn (hardprompts.chat)
         self.target_style = target_style
         self.style_names = list(style_names) if style_names else None
         self._loaders = dict(splits)
@@ -563,11 +573,14 @@ class StyleTransferTask:
                 "style transfer generates text: target.model must be a causal LM (target.kind "
                 "causal or openai), not a masked LM"
             )
+        from hardprompts.chat import resolve_chat
+
         target = build_target(config.target, task_cfg.template or "{x}", [], kind)
+        chat = resolve_chat(task_cfg.chat, config.target, kind)
         splits = load_style_splits(task_cfg, target_style, models.style.num_labels)
         return cls(
             target, models, task_cfg, target_style, splits, seed=config.train.seed,
-            style_names=names,
+            style_names=names, chat=chat,
         )  # fmt: skip
 
     # -- data ----------------------------------------------------------------------------------
@@ -614,7 +627,7 @@ class StyleTransferTask:
         """``num`` post-processed outputs of every prompt on one input."""
         cfg = self.config
         raw = self.target.generate(
-            [apply_template(self.template, p, text) for p in prompts],
+            [self._text(p, text) for p in prompts],
             num_samples=num,
             max_new_tokens=self._cap(text),
             stop=cfg.end_text,
@@ -623,6 +636,11 @@ class StyleTransferTask:
             seed=seed,
         )
         return [[postprocess(o, self.lower) for o in outs] for outs in raw]
+
+    def _text(self, prompt: str, source: str) -> str:
+        """What the target continues: the filled template, chat-formatted when task.chat is on."""
+        text = apply_template(self.template, prompt, source)
+        return text if self.chat is None else self.chat.wrap(text)
 
     def _scores(self, sources: Sequence[str], outputs: Sequence[str]):
         """Per output: content, 100·P(target style), the style probabilities [N, C], reward."""
@@ -708,7 +726,7 @@ class StyleTransferTask:
             for start in range(0, len(same), 8):
                 idx = same[start : start + 8]
                 raw = self.target.generate(
-                    [apply_template(self.template, prompt, data.sources[i]) for i in idx],
+                    [self._text(prompt, data.sources[i]) for i in idx],
                     num_samples=cfg.eval_num_samples,
                     max_new_tokens=cap,
                     stop=cfg.end_text,
@@ -837,6 +855,7 @@ class StyleTransferTask:
             "target_style": style,
             "selection": f"best of {self.config.eval_num_samples} outputs by (content + style)/2",
             "fluency": getattr(flu, "kind", None) if flu is not None else None,
+            **({"chat": True} if self.chat is not None else {}),
         }
 
     def demonstrations(self, k: int, generator: torch.Generator) -> list[tuple[str, str]]:

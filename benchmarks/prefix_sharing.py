@@ -1,0 +1,261 @@
+"""Memory and time of multiple choice and sampled generation: the text's key/value cache read in
+place by every option / sample (shared) against a copy of it per option / sample (copy).
+
+Two cases, each on a GPT-2-shaped random model (6 layers x 768, 12 heads, vocabulary 50,257) and a
+Llama-shaped one (6 layers x 768, 12 query heads sharing 4 key/value heads, rotary positions,
+vocabulary 32,000):
+
+(a) multiple choice: 64 inputs of 48-80 tokens, 12 options of 1-3 tokens each, every option's
+    log-likelihood (``ChoiceScorer.logprobs_ids``; BIG-bench tasks have up to a dozen options);
+(b) style-transfer sampling: RLPrompt's setting, 4 prompts on one input (``{prompt} "{x}" "``, a
+    5-word prompt, a 20-word input), N = 128 samples per (prompt, input) (32 x 4 bootstraps),
+    top-k 10, up to 30 new tokens (RLPrompt's cap for a 20-token input), cut at '"'
+    (``TextGenerator.generate``); 1 in 40 words ends with '"', so samples end at varied lengths.
+
+Both paths use the planners' defaults of a target on a CPU (2,048 tokens per forward, a 2,048 MiB
+memory budget). Each path runs in a fresh process, so that the peak of one does not hide the
+other's: after the model is built and one small warm-up call, the peak is reset, then the case
+runs once. Peak memory: resident set (VmHWM) on a CPU, ``torch.cuda.max_memory_allocated`` on a
+GPU; both include the model. ``*_above_model_mb`` is the peak less the memory held before the
+call (model, inputs, the interpreter). The case's results are compared: the largest difference
+of the options' log-likelihoods (a), and whether greedy outputs (4 texts, 30 tokens) and the
+seeded samples are identical (b). The words are a synthetic vocabulary of the model's size (a
+word-level tokenizer; random weights give random text, which is all that is needed here).
+
+One thread (``torch.set_num_threads(1)``), as on the shared CI machines; ``--threads`` changes it.
+
+    python benchmarks/prefix_sharing.py                    # both cases, both models, a table
+    python benchmarks/prefix_sharing.py --json             # the same as JSON
+    python benchmarks/prefix_sharing.py --layers 2 --width 128 --inputs 8 --samples 16   # quick
+    python benchmarks/prefix_sharing.py --device cuda      # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from hardprompts.targets.choices import ChoiceScorer
+from hardprompts.targets.generation import TextGenerator
+
+VOCAB = {"gpt2": 50257, "llama": 32000}
+QUOTE = 7  # the id of the word '"' (the template's quotes and the stop string)
+ENDS_EVERY = 40  # ids that are a multiple of this end with '"': 1 in 40 sampled words ends a row
+
+
+def make_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
+    """Word-level: id i is the word ``w<i>``, or ``w<i>"`` for every ENDS_EVERY-th id (so that
+    samples end at varied lengths, as RLPrompt's end at the closing quote); id 0 is the end of
+    text, QUOTE is '"'."""
+    words = {f'w{i}"' if i % ENDS_EVERY == 0 else f"w{i}": i for i in range(1, vocab)}
+    words["<eos>"] = 0
+    words['"'] = words.pop(f"w{QUOTE}")
+    tok = Tokenizer(models.WordLevel(words, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+
+
+def make_model(family: str, layers: int, width: int):
+    torch.manual_seed(0)
+    heads = max(1, width // 64)
+    if family == "gpt2":
+        cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=VOCAB[family],
+                         n_positions=1024, eos_token_id=0, bos_token_id=0)  # fmt: skip
+        return GPT2LMHeadModel(cfg).eval()
+    cfg = LlamaConfig(
+        num_hidden_layers=layers, hidden_size=width, intermediate_size=width * 8 // 3,
+        num_attention_heads=heads, num_key_value_heads=max(1, heads // 3),
+        vocab_size=VOCAB[family], max_position_embeddings=2048, eos_token_id=0, bos_token_id=0,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg).eval()
+
+
+def choice_inputs(args, vocab: int):
+    """(a): ``inputs`` prefixes of 48-80 ids, ``options`` continuations of 1-3 ids each."""
+    rng = random.Random(1)
+    prefixes = [
+        [rng.randrange(QUOTE + 1, vocab) for _ in range(rng.randint(48, 80))]
+        for _ in range(args.inputs)
+    ]
+    options = [
+        [[rng.randrange(QUOTE + 1, vocab) for _ in range(rng.randint(1, 3))] for _ in range(12)]
+        for _ in range(args.inputs)
+    ]
+    return prefixes, options
+
+
+def style_texts(vocab: int) -> list[str]:
+    """(b): 4 prompts of 5 words on one input of 20 words, in RLPrompt's template."""
+    rng = random.Random(2)
+
+    def words(n: int) -> str:
+        ids = (rng.randrange(QUOTE + 1, vocab) for _ in range(2 * n))
+        return " ".join([f"w{i}" for i in ids if i % ENDS_EVERY][:n])
+
+    source = words(20)
+    return [f'{words(5)} " {source} " "' for _ in range(4)]
+
+
+# ---------------------------------------------------------------------------------- one path
+
+
+def reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:  # Linux: writing 5 resets the resident-set high-water mark (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # ru_maxrss then includes the setup
+
+
+def memory_mb(device: str, key: str) -> float:
+    """``key`` VmHWM (peak) or VmRSS (now) on a CPU; the CUDA allocator's peak / current."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        fn = torch.cuda.max_memory_allocated if key == "VmHWM" else torch.cuda.memory_allocated
+        return fn() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_path(args) -> dict:
+    """One (model, case, path) in this process; returns its numbers and results."""
+    torch.set_num_threads(args.threads)
+    family, case, path = args.worker.split(":")
+    model = make_model(family, args.layers, args.width).to(args.device)
+    tok = make_tokenizer(VOCAB[family])
+    share = path == "shared"
+    if case == "a":
+        prefixes, options = choice_inputs(args, VOCAB[family])
+        scorer = ChoiceScorer(model, tok, max_length=1024, memory_budget_mb=2048, share_prefix=share)
+        scorer.logprobs_ids(prefixes[:1], options[:1])  # warm-up
+        call = lambda: scorer.logprobs_ids(prefixes, options)  # noqa: E731
+    else:
+        texts = style_texts(VOCAB[family])
+        gen = TextGenerator(model, tok, max_length=1024, memory_budget_mb=2048, share_prefix=share)
+        kw = dict(max_new_tokens=30, stop='"', do_sample=True, top_k=10, seed=0)
+        gen.generate(texts[:1], num_samples=2, **kw)  # warm-up
+        call = lambda: gen.generate(texts, num_samples=args.samples, **kw)  # noqa: E731
+    before = memory_mb(args.device, "VmRSS")
+    reset_peak(args.device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        result = call()
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    peak = memory_mb(args.device, "VmHWM")
+    out = {"seconds": seconds, "peak_mb": peak, "above_model_mb": peak - before, "result": result}
+    if case == "b":  # greedy outputs, after the measured call
+        out["greedy"] = gen.generate(texts, max_new_tokens=30, stop='"')
+    return out
+
+
+# ---------------------------------------------------------------------------------- driver
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--models", default="gpt2,llama")
+    parser.add_argument("--cases", default="a,b", help="a: multiple choice; b: sampling")
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--width", type=int, default=768)
+    parser.add_argument("--inputs", type=int, default=64, help="(a) inputs, 12 options each")
+    parser.add_argument("--samples", type=int, default=128, help="(b) N per (prompt, input)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # model:case:path, in a subprocess
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_path(args)))
+        return
+
+    started = time.perf_counter()
+    report: dict = {
+        "threads": args.threads,
+        "device": args.device,
+        "memory": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "peak RSS",
+        "model": f"{args.layers} layers x {args.width}",
+        "cases": {},
+    }
+    if not args.json:
+        print(f"{report['model']}, {args.threads} thread(s) on {args.device}; peak memory = "
+              f"{report['memory']} (model included), each path in its own process")  # fmt: skip
+    for family in args.models.split(","):
+        for case in args.cases.split(","):
+            runs = {}
+            for path in ("copy", "shared"):
+                cmd = [sys.executable, __file__, "--worker", f"{family}:{case}:{path}"]
+                for name in ("layers", "width", "inputs", "samples", "threads", "device"):
+                    cmd += [f"--{name}", str(getattr(args, name))]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"{family}:{case}:{path} failed:\n{done.stderr}")
+                runs[path] = json.loads(done.stdout.strip().splitlines()[-1])
+            copy, shared = runs["copy"], runs["shared"]
+            row = {
+                "copy_peak_mb": round(copy["peak_mb"], 1),
+                "shared_peak_mb": round(shared["peak_mb"], 1),
+                "peak_ratio": round(shared["peak_mb"] / copy["peak_mb"], 3),
+                "copy_above_model_mb": round(copy["above_model_mb"], 1),
+                "shared_above_model_mb": round(shared["above_model_mb"], 1),
+                "above_model_ratio": round(shared["above_model_mb"] / copy["above_model_mb"], 3),
+                "copy_seconds": round(copy["seconds"], 2),
+                "shared_seconds": round(shared["seconds"], 2),
+            }
+            if case == "a":
+                a = [v for r in copy["result"] for v in r]
+                b = [v for r in shared["result"] for v in r]
+                row["options"] = len(a)
+                row["max_ll_diff"] = max(abs(x - y) for x, y in zip(a, b, strict=True))
+                row["argmax_identical"] = all(
+                    max(range(len(p)), key=p.__getitem__) == max(range(len(q)), key=q.__getitem__)
+                    for p, q in zip(copy["result"], shared["result"], strict=True)
+                )
+            else:
+                pairs = [
+                    (x, y)
+                    for p, q in zip(copy["result"], shared["result"], strict=True)
+                    for x, y in zip(p, q, strict=True)
+                ]
+                row["samples"] = len(pairs)
+                row["greedy_identical"] = copy["greedy"] == shared["greedy"]
+                row["sampled_identical_fraction"] = sum(x == y for x, y in pairs) / len(pairs)
+            name = f"{family}:{'a_choices' if case == 'a' else 'b_sampling'}"
+            report["cases"][name] = row
+            if not args.json:
+                print(f"{name:16s} " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"(benchmark wall time {report['wall_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
