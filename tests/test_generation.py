@@ -104,3 +104,20 @@ def test_hf_target_without_label_words_generates_and_scores_choices(lm, tiny_rob
     )
     with pytest.raises(TargetError, match="masked-LM target cannot generate"):
         masked.generate(["a"])
+
+
+def test_generation_and_choices_count_their_pairs(lm):
+    """Every target call is target work (issue 25: style runs reported pairs: 0)."""
+    from hardprompts.targets.hf import HFTarget
+
+    model, tok = lm
+    target = HFTarget(model, tok, "causal", "{x} {prompt}", [], max_length=64)
+    outs = target.generate(TEXTS, num_samples=3, max_new_tokens=4, do_sample=True, seed=0)
+    usage = target.usage
+    assert usage.pairs == len(TEXTS)  # one (prompt, input) pair per text, whatever the samples
+    assert usage.requests > 0 and usage.prompt_tokens > 0
+    # every generated token counts: at most 4 for each of the 3 samples of each text
+    assert all(len(s) == 3 for s in outs)
+    assert 0 < usage.completion_tokens <= 3 * len(TEXTS) * 4
+    target.continuation_logprobs(TEXTS[:2], [[" great", " bad"]] * 2)
+    assert usage.pairs == len(TEXTS) + 2

@@ -346,3 +346,21 @@ def test_pez_resume_equals_uninterrupted(tiny_gpt2, fsc_dir, tmp_path, monkeypat
     for key in ("best_prompt", "dev_accuracy", "best_step", "test_accuracy", "prompt_perplexity"):
         assert resumed[key] == whole[key]
     assert _metrics(tmp_path / "b") == _metrics(tmp_path / "a")
+
+
+def test_embedding_scorer_counts_its_pairs(tiny_gpt2):
+    """PEZ's scoring through prompt embeddings is target work too (result.json target_usage)."""
+    from hardprompts.modeling import load_lm, load_tokenizer
+    from hardprompts.targets.embeds import EmbeddingScorer
+    from hardprompts.targets.hf import HFTarget
+
+    target = HFTarget(
+        load_lm(str(tiny_gpt2), "causal"), load_tokenizer(str(tiny_gpt2)), "causal",
+        "{x} {prompt}", [" terrible", " great"], batch_size=4,
+    )  # fmt: skip
+    scorer = EmbeddingScorer(target)
+    embeds = scorer.embedding_table[torch.tensor([[5, 6, 7], [8, 9, 10]])]  # [P=2, T=3, d]
+    scorer.score(embeds, ["a film", "bad", "good acting"])
+    assert target.usage.pairs == 6
+    assert target.usage.requests == 2  # 6 rows in forwards of at most 4
+    assert target.usage.prompt_tokens > 6 * 3

@@ -40,7 +40,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hardprompts"
 
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["_version", "errors", "caches", "checkpoint", "progress", "datastore"]),
+    ("base", ["_version", "errors", "caches", "checkpoint", "progress", "datastore", "interrupts"]),
     ("config", ["config"]),
     (
         "utilities",

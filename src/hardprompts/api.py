@@ -314,6 +314,10 @@ def evaluate(
     else:
         cfg, task = _config(config), None
     show = default_progress() if progress is None else progress
+    if task is None:
+        from hardprompts.tasks.precheck import check_data
+
+        check_data(cfg, [split])  # the data, before any model is loaded
     with _running(cfg, threads):
         if task is None:
             task = build_task(cfg)

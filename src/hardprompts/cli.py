@@ -47,15 +47,19 @@ ThreadsOpt = Annotated[
 
 
 def user_errors(fn):
-    """Turn HardpromptsError into a one-line message and exit status 2; keep libraries quiet."""
+    """Turn HardpromptsError into a one-line message and exit status 2, an interrupted run
+    (which has said what it saved and how to resume) into status 130; keep libraries quiet."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        from hardprompts.interrupts import EXIT_INTERRUPTED
         from hardprompts.runtime import quiet_libraries
 
         try:
             with quiet_libraries():
                 return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except HardpromptsError as exc:
             # Text, not markup: messages quote user values such as "['a', 'b']" or "hf:x[train]".
             err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
@@ -189,12 +193,10 @@ def eval_cmd(
     if same:  # the score is another column (classification, multiple choice: accuracy)
         columns.remove("score")
         described = {**described, "score": same[0]}
-    table.add_column("prompt", justify="left")
-    for col in columns:
-        table.add_column(col.replace("_", " ").replace("per class", "per-class"), justify="right")
-    for p, m in zip(prompts, metrics, strict=True):
-        table.add_row(repr(p) if p else "(bare template)", *(_cell(m[col]) for col in columns))
-    out.print(table)
+    headers = [col.replace("_", " ").replace("per class", "per-class") for col in columns]
+    names = [repr(p) if p else "(bare template)" for p in prompts]
+    cells = [[_cell(m[col]) for col in columns] for m in metrics]
+    out.print(_fitting_table(table, headers, names, cells))
     out.print(", ".join(f"{k} {v!r}" for k, v in described.items()))
     if scored.target_usage.get("pairs"):
         out.print(f"target work: {scored.usage_summary()}")
@@ -205,10 +207,41 @@ def eval_cmd(
             out.print(f"wrote {path}")
 
 
+def _fitting_table(table: Table, headers: list[str], names: list[str], cells: list[list[str]]):
+    """``table`` with a prompt column and one column per metric, or, when that is wider than
+    the terminal, one row per metric and one column per prompt (folded: nothing is cut)."""
+    # each metric column as wide as its longest value or header word; the prompt at least 16
+    need = (
+        4
+        + 16
+        + sum(
+            3 + max([len(w) for w in header.split()] + [len(row[i]) for row in cells])
+            for i, header in enumerate(headers)
+        )
+    )
+    table.add_column("prompt", justify="left", overflow="fold")
+    for header in headers:
+        table.add_column(header, justify="right", overflow="fold")
+    for name, row in zip(names, cells, strict=True):
+        table.add_row(name, *row)
+    if need <= out.width:
+        return table
+    turned = Table(title=table.title)
+    turned.add_column("metric", justify="left", overflow="fold")
+    for name in names:
+        turned.add_column(name, justify="right", overflow="fold")
+    for i, header in enumerate(headers):
+        turned.add_row(header, *(row[i] for row in cells))
+    return turned
+
+
 def _cell(value) -> str:
-    """A metric in the eval table: floats to 4 places, lists of floats to 3, nan as n/a."""
+    """A metric in the eval table: floats to 4 places, lists of floats to 3, nan and None
+    (a metric not defined for this judge) as n/a."""
+    if value is None:
+        return "n/a"
     if isinstance(value, list):
-        return " ".join("n/a" if math.isnan(v) else f"{v:.3f}" for v in value)
+        return " ".join("n/a" if v is None or math.isnan(v) else f"{v:.3f}" for v in value)
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
@@ -262,6 +295,13 @@ def tune_cmd(
     ]
     out.print("  ".join([*scores, f"perplexity {format_perplexity(result['prompt_perplexity'])}"]))
     out.print(f"wrote {Path(cfg.out_dir) / 'result.json'}")
+    _print_warnings(result)
+
+
+def _print_warnings(result: dict) -> None:
+    """The run's end-of-run warnings (a run too short to learn), one line each, on stderr."""
+    for warning in result.get("warnings") or []:
+        err.print(Text.assemble(("warning:", "bold yellow"), f" {warning}"), soft_wrap=True)
 
 
 @app.command("demo")
@@ -281,8 +321,8 @@ def demo_cmd(
         ),
     ] = "classification",
     method: Annotated[
-        str, typer.Option(help="pin, rlprompt or pez (style: pin, rlprompt).")
-    ] = "pin",
+        str | None, typer.Option(help="pin (default), rlprompt or pez (style: pin, rlprompt).")
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, help="Training steps (default 300; --task style: 100).")
     ] = None,
@@ -306,36 +346,19 @@ def demo_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Tune a prompt offline with the built-in model; compare with a manual prompt; plot the curves."""
-    from hardprompts.demo import (
-        DEMO_ROOT,
-        dataset_label,
-        demo_config,
-        fresh_run_dir,
-        latest_run,
-        run_demo,
-    )
+    from hardprompts.demo import dataset_label, demo_run, run_demo
     from hardprompts.runtime import threads as use_threads
 
+    cfg, out_dir, previous = demo_run(task, dataset, method, steps, out_dir, resume, set_)
+    cfg, method, steps = _checked(cfg), cfg.algorithm.name, cfg.train.steps
     if task == "style":
-        return _style_demo(dataset, method, steps or 100, out_dir, resume, threads, set_)
-    if task != "classification":
-        from hardprompts.errors import ConfigError
-
-        raise ConfigError(f"--task {task!r}: choose classification or style")
-    steps = steps or 300
-    previous = None
-    if out_dir is None and resume:
-        out_dir = latest_run(DEMO_ROOT, finished=False)
-    elif out_dir is None:
-        previous = latest_run(DEMO_ROOT, finished=True, required=False)
-        out_dir = fresh_run_dir(DEMO_ROOT)
-    cfg = _checked(demo_config(dataset, method, steps, str(out_dir), set_))
+        return _style_demo(cfg, method, steps, out_dir, resume, threads)
     with use_threads(threads, cfg) as n_threads:
         out.print(
             f"[bold]hardprompts demo[/]: {method} on {dataset_label(cfg)}, policy and target "
-            f"{cfg.target.model}, {steps} steps, {n_threads} thread{'s' * (n_threads > 1)} "
-            f"-> {out_dir}",
+            f"{cfg.target.model}, {steps} steps -> {out_dir}\n{n_threads.text}",
             highlight=False,
+            soft_wrap=True,
         )
         r = run_demo(cfg, resume=resume)
     table = Table(title=f"{r['compared_on']} accuracy, {dataset_label(cfg)}")
@@ -358,28 +381,20 @@ def demo_cmd(
             + (" (the same result)" if same else ""),
             highlight=False,
         )
+    _print_warnings(r)
 
 
-def _style_demo(dataset, method, steps: int, out_dir: Path | None, resume: bool, threads, set_):
-    from hardprompts.demo import (
-        dataset_label,
-        fresh_run_dir,
-        latest_run,
-        run_style_demo,
-        style_demo_config,
-    )
+def _style_demo(cfg, method: str, steps: int, out_dir: Path, resume: bool, threads):
+    from hardprompts.demo import dataset_label, run_style_demo
     from hardprompts.runtime import threads as use_threads
 
-    root = Path("runs/demo-style")
-    if out_dir is None:
-        out_dir = latest_run(root, finished=False) if resume else fresh_run_dir(root)
-    cfg = _checked(style_demo_config(dataset, method, steps, str(out_dir), set_))
     with use_threads(threads, cfg) as n_threads:
         out.print(
             f"[bold]hardprompts demo --task style[/]: {method} on {dataset_label(cfg)}, negative "
-            f"-> positive, policy and generator {cfg.target.model}, {steps} steps, {n_threads} "
-            f"thread{'s' * (n_threads > 1)} -> {out_dir}",
+            f"-> positive, policy and generator {cfg.target.model}, {steps} steps -> {out_dir}\n"
+            f"{n_threads.text}",
             highlight=False,
+            soft_wrap=True,
         )
         r = run_style_demo(cfg, resume=resume)
     cols = ("reward", "content", "style", "output_perplexity")
@@ -395,6 +410,7 @@ def _style_demo(dataset, method, steps: int, out_dir: Path | None, resume: bool,
     for ex in r.get("test_examples") or []:
         out.print(f"  {ex['input']!r} -> {ex['output']!r}", highlight=False)
     out.print(f"curves: {r['curves_png']}\nresult: {out_dir / 'result.json'}", highlight=False)
+    _print_warnings(r)
 
 
 def _field_sections() -> dict[str, tuple[str, list[tuple[str, str, str]]]]:

@@ -21,6 +21,7 @@ it with a manual prompt on test.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,89 @@ def latest_run(root: Path = DEMO_ROOT, *, finished: bool, required: bool = True)
     return None
 
 
+#: Where style demos go without --out.
+STYLE_DEMO_ROOT = Path("runs/demo-style")
+#: Training steps of a demo without --steps.
+DEFAULT_STEPS = {"classification": 300, "style": 100}
+
+
+def demo_run(
+    task: str,
+    dataset: str | None,
+    method: str | None,
+    steps: int | None,
+    out_dir: Path | None,
+    resume: bool,
+    overrides: list[str] | None = None,
+) -> tuple[Config, Path, Path | None]:
+    """The config of ``hardprompts demo`` (``task``: classification or style), its run folder,
+    and the previous finished run to show beside it (classification, without --out).
+
+    A new run gets a fresh folder under :data:`DEMO_ROOT` (style: :data:`STYLE_DEMO_ROOT`);
+    ``resume`` continues the one in ``out_dir``, else the latest unfinished one, with the settings
+    it was started with (:func:`resumed_config`)."""
+    if task not in DEFAULT_STEPS:
+        raise ConfigError(f"--task {task!r}: choose classification or style")
+    root = DEMO_ROOT if task == "classification" else STYLE_DEMO_ROOT
+    if resume:
+        out_dir = out_dir if out_dir is not None else latest_run(root, finished=False)
+        return resumed_config(out_dir, task, dataset, method, steps, overrides), out_dir, None
+    previous = None
+    if out_dir is None:
+        if task == "classification":
+            previous = latest_run(root, finished=True, required=False)
+        out_dir = fresh_run_dir(root)
+    build = demo_config if task == "classification" else style_demo_config
+    cfg = build(dataset, method or "pin", steps or DEFAULT_STEPS[task], str(out_dir), overrides)
+    return cfg, out_dir, previous
+
+
+def resumed_config(
+    out_dir: Path,
+    task: str,
+    dataset: str | None = None,
+    method: str | None = None,
+    steps: int | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """The config an interrupted demo in ``out_dir`` was started with (its ``config.json``), for
+    ``demo --resume``: the settings derived from its ``--steps`` (eval and checkpoint cadence)
+    stay as they were. An explicit ``--steps`` changes only ``train.steps`` (the run goes on to
+    it); a ``--task``, ``--dataset`` or ``--method`` other than the run's is refused in one line;
+    ``--set`` applies on top (a change of the run's identity is refused by the training loop)."""
+    path = Path(out_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise ConfigError(
+            f"--resume: {path} is missing or unreadable, so the settings of this demo are "
+            "unknown; start a new demo without --resume"
+        ) from None
+
+    def refuse(option: str, started: str, given: str) -> ConfigError:
+        return ConfigError(
+            f"--resume: {out_dir} is a demo started with {option} {started}, not {given}; drop "
+            f"{option} to resume it, or start a new demo without --resume"
+        )
+
+    kind = "style" if saved["task"].get("kind") == "style_transfer" else "classification"
+    if kind != task:
+        return_option = "--task style" if kind == "style" else "no --task"
+        raise ConfigError(f"--resume: {out_dir} is a {kind} demo; resume it with {return_option}")
+    if method is not None and method != saved["algorithm"]["name"]:
+        raise refuse("--method", saved["algorithm"]["name"], method)
+    if dataset is not None:
+        build = style_demo_config if task == "style" else demo_config
+        wanted = build(dataset, saved["algorithm"]["name"], 1, str(out_dir)).task.dataset
+        if wanted != saved["task"]["dataset"]:
+            raise refuse("--dataset", saved["task"]["dataset"], dataset)
+    saved["out_dir"] = str(out_dir)
+    if steps is not None:
+        saved["train"]["steps"] = steps
+    apply_overrides(saved, overrides or [])
+    return config_from_dict(saved, f"{path} with the command's options")
+
+
 MANUAL_STYLE_PROMPT = "Here is the review rewritten to be positive:"
 STYLE_MODELS = {
     "content_model": "builtin:minilm",
@@ -149,6 +233,7 @@ def run_style_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune a style-transfer prompt, score the manual prompt on test, draw the curves."""
     from hardprompts.api import evaluate, tune
     from hardprompts.plots import plot_training_curves
+    from hardprompts.training import tidy_floats
 
     tuned = tune(config, resume=resume, progress=True, threads=None)
     result = tuned.to_dict()
@@ -170,8 +255,32 @@ def run_style_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
         dev_score="reward",
         extra_keys=("rewards/content", "rewards/style"),
     )
+    _warn_if_below_manual(result, tuned, MANUAL_STYLE_PROMPT)
+    result = tidy_floats(result)
     atomic_write_json(out_dir / "result.json", result)
     return result
+
+
+def _warn_if_below_manual(result: dict[str, Any], tuned_run: Any, manual: str) -> None:
+    """Add result["warnings"]: a tuned prompt below the manual one on dev (its score there is
+    computed here), or a run that made no update, with the likely cause and the steps to try."""
+    from hardprompts.api import evaluate
+    from hardprompts.training import below_reference_warning, no_update_warning
+
+    if result["steps"] < result.get("first_update_step", 1):
+        result["warnings"] = [no_update_warning(result, "--steps ")]
+        return
+    tuned = result.get(f"dev_{result['score_name']}")
+    reference = evaluate(tuned_run, manual, split="dev", progress=False, threads=None)
+    reference = float(reference.rows[0]["score"])
+    result["manual_dev_score"] = reference
+    warning = None
+    if tuned is not None:
+        warning = below_reference_warning(
+            result, f"the manual prompt {manual!r}", tuned, reference, "--steps "
+        )
+    if warning is not None:
+        result["warnings"] = [warning]
 
 
 def dataset_label(config: Config) -> str:
@@ -184,6 +293,7 @@ def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
     """Tune, then score the manual prompt on test and draw the curves; returns the extended result."""
     from hardprompts.api import evaluate, tune
     from hardprompts.plots import plot_training_curves
+    from hardprompts.training import tidy_floats
 
     tuned = tune(config, resume=resume, progress=True, threads=None)
     result = tuned.to_dict()
@@ -205,5 +315,7 @@ def run_demo(config: Config, *, resume: bool = False) -> dict[str, Any]:
         out_dir / "curves.png",
         title=f"{result['method']} on {dataset_label(config)}",
     )
+    _warn_if_below_manual(result, tuned, MANUAL_PROMPT)
+    result = tidy_floats(result)
     atomic_write_json(out_dir / "result.json", result)
     return result

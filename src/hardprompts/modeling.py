@@ -26,9 +26,57 @@ def builtin_models() -> list[str]:
     return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
 
 
-def resolve_model_path(name: str) -> str:
-    """A ``builtin:`` name becomes its folder; other names and paths pass through unchanged."""
+#: Seconds the one reachability check of the hub (:func:`hub_unreachable`) waits.
+HUB_PROBE_SECONDS = 3.0
+_hub: dict[str, str | None] = {}  # "reason": why the hub is unreachable (None: reachable)
+
+
+def _probe_hub(endpoint: str) -> str | None:
+    """One HEAD request to the hub (through the environment's proxies, like huggingface_hub);
+    any HTTP answer, an error status included, means reachable. Returns why not, or None."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        request = urllib.request.Request(endpoint, method="HEAD")
+        with urllib.request.urlopen(request, timeout=HUB_PROBE_SECONDS):
+            pass
+    except urllib.error.HTTPError:
+        return None  # the hub answered
+    except (OSError, ValueError) as exc:  # URLError, a timeout, a refused or unroutable address
+        reason = getattr(exc, "reason", None) or exc
+        return f"{endpoint}: {reason}"
+    return None
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here, or None (reachable, or offline
+    mode already on).
+
+    Asked once per process, before the first model that is neither ``builtin:`` nor a local
+    folder: without it, an unreachable hub costs five retries (27-97 s) per file before the
+    error. When the hub does not answer, offline mode is switched on for this process
+    (``HF_HUB_OFFLINE``: models already in the cache still load; others fail at once, with
+    the hint of :func:`_load_error`)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE and "reason" not in _hub:
+        return None
+    if "reason" not in _hub:
+        _hub["reason"] = _probe_hub(constants.ENDPOINT)
+        if _hub["reason"] is not None:
+            constants.HF_HUB_OFFLINE = True
+    return _hub["reason"]
+
+
+def resolve_model_path(name: str, *, probe_hub: bool = True) -> str:
+    """A ``builtin:`` name becomes its folder; other names and paths pass through unchanged.
+
+    A hub name (not built-in, not an existing folder) first checks, once, that the hub answers
+    (:func:`hub_unreachable`; ``probe_hub=False`` skips that, for cache-only reads)."""
     if not name.startswith(BUILTIN_PREFIX):
+        if probe_hub and not Path(name).exists():
+            hub_unreachable()
         return name
     short = name.removeprefix(BUILTIN_PREFIX)
     path = BUILTIN_DIR / short
@@ -41,6 +89,16 @@ def resolve_model_path(name: str) -> str:
 
 def _load_error(name: str, what: str, exc: Exception) -> ModelLoadError:
     local = Path(name).exists()
+    builtins = ", ".join(BUILTIN_PREFIX + m for m in builtin_models()) or "none shipped"
+    unreachable = _hub.get("reason")
+    if unreachable is not None and not local:
+        return ModelLoadError(
+            f"could not load the {what} {name!r}: it is not a local folder or in the cache, and "
+            f"the Hugging Face hub is unreachable from here ({unreachable}), so it was not "
+            "downloaded. Work offline with HF_HUB_OFFLINE=1 (models already in the cache load), "
+            f"pass a local folder saved with save_pretrained, a built-in model ({builtins}), or "
+            "check the name"
+        )
     hint = (
         "the folder exists but does not hold a complete Hugging Face model (config.json, weights, "
         "tokenizer files)"

@@ -8,6 +8,9 @@ from pathlib import Path
 from hardprompts.checkpoint import atomic_path
 
 REWARD_KEYS = ("rewards/mean", "rewards/task", "charts/mean_reward", "charts/reward")
+#: Colours of the extra training curves (style transfer: content, style): none is the reward's
+#: blue, and they stay apart for common colour-vision deficiencies (Okabe-Ito).
+EXTRA_COLOURS = ("#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9")
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -50,13 +53,13 @@ def plot_training_curves(
                 for i in range(len(pts))
             ]
             left.plot(
-                [s for s, _ in pts], smooth, color="tab:blue", lw=2, label=f"moving mean ({window})"
+                [s for s, _ in pts], smooth, color="#0B3C8C", lw=2, label=f"moving mean ({window})"
             )
-        for key in extra_keys:
+        for key, colour in zip(extra_keys, EXTRA_COLOURS, strict=False):
             more = [(r["step"], r[key]) for r in rows if key in r]
             if more:
-                left.plot(*zip(*more, strict=True), lw=1, label=key)
-        left.legend(loc="best", fontsize=8)
+                left.plot(*zip(*more, strict=True), color=colour, lw=1.2, label=key)
+        _legend_below(left)
     left.set(xlabel="step", ylabel="training reward", title="reward")
     dev = [
         (r["step"], r[f"dev/{dev_score}"], r.get(f"dev/best_{dev_score}"))
@@ -67,12 +70,15 @@ def plot_training_curves(
         right.plot(
             [d[0] for d in dev],
             [d[1] for d in dev],
+            color="tab:blue",
             marker="o",
             ms=3,
             label=f"dev {dev_score} (greedy prompt)",
         )
-        right.plot([d[0] for d in dev], [d[2] for d in dev], ls="--", label="best so far")
-        right.legend(loc="lower right", fontsize=8)
+        right.plot(
+            [d[0] for d in dev], [d[2] for d in dev], color="#E69F00", ls="--", label="best so far"
+        )
+        _legend_below(right)
     ylim = (0, 1.02) if dev_score == "accuracy" else None
     right.set(xlabel="step", ylabel=dev_score, title=f"dev {dev_score}", ylim=ylim)
     if title:
@@ -82,7 +88,12 @@ def plot_training_curves(
     png_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_path(png_path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
+            fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")  # legends included
     finally:
         plt.close(fig)
     return png_path
+
+
+def _legend_below(axes) -> None:
+    """The legend under the plot, outside the lines it names."""
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)

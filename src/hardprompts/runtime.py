@@ -8,8 +8,10 @@ per core) than with one thread on a shared 2-core machine. Large models split th
 products well over many threads. So ``--threads auto`` (the default) reads each local model's
 config (no weights, no network) and uses
 
-* 1 thread when every model the config names is a local one (a folder, ``builtin:``, or already
-  in the Hugging Face cache) smaller than :data:`SMALL_MODEL_PARAMS`;
+* 1 thread when every model the run loads (:func:`loaded_models`: the target, the policy or
+  agent, the reward models of a task that uses them; not the sections the run ignores) is a local
+  one (a folder, ``builtin:``, or already in the Hugging Face cache) smaller than
+  :data:`SMALL_MODEL_PARAMS`;
 * otherwise (a larger model, or one not downloaded yet) torch's own default (one per physical
   core), at most :data:`MAX_AUTO_THREADS`.
 
@@ -43,23 +45,58 @@ MAX_AUTO_THREADS = 8
 _DEFAULT_THREADS = torch.get_num_threads()
 
 
-def _model_names(config: Any) -> list[str]:
-    """Every ``model`` / ``*_model`` string field of a config (target, policy, agent, judge...)."""
-    from pydantic import BaseModel
+#: Content-model names of the style reward that mean the packaged all-MiniLM-L6-v2 encoder, and
+#: its size (22.7M parameters: 6 layers of d = 384 and a 30,522-token vocabulary).
+_MINILM = {"builtin:minilm": 22_700_000, "minilm": 22_700_000}
+#: Prefixes of reward-model names (``bertscore:<model>``, ``cosine:<model>``, ``lm:<model>``).
+_REWARD_PREFIXES = ("bertscore:", "cosine:", "lm:")
 
+
+def _strip_reward_prefix(name: str) -> str:
+    for prefix in _REWARD_PREFIXES:
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return name
+
+
+def loaded_models(config: Any) -> list[str]:
+    """The models a run of ``config`` loads: what ``--threads auto`` sizes.
+
+    * the target, unless it is served (``target.kind`` openai or openai-chat);
+    * with an algorithm: ``policy.model`` (the policy's LM, the agent of appo and search; pez and
+      softprompt read it only as the perplexity judge of a masked target) and the algorithm's own
+      model fields (``perplexity_model``, ``reference_model``) when set;
+    * the reward models only when the task uses them (``task.kind: style_transfer``): content,
+      style (unset: the preset's built-in classifier, small), fluency and perplexity models,
+      without their ``bertscore:``/``cosine:``/``lm:`` prefixes.
+
+    Sections the run does not use (the classification config's ``reward:``, a ``policy:`` of an
+    ``eval``) are not looked at.
+    """
     names: list[str] = []
-
-    def walk(model: BaseModel) -> None:
-        for name in type(model).model_fields:
-            value = getattr(model, name)
-            if isinstance(value, BaseModel):
-                if name == "target" and getattr(value, "kind", None) == "openai":
-                    continue  # served: no local weights
-                walk(value)
-            elif (name == "model" or name.endswith("_model")) and isinstance(value, str):
-                names.append(value)
-
-    walk(config)
+    target = getattr(config, "target", None)
+    if target is not None and getattr(target, "kind", None) not in ("openai", "openai-chat"):
+        names.append(target.model)
+    algorithm = getattr(config, "algorithm", None)
+    if algorithm is not None:
+        own = [
+            getattr(algorithm, field)
+            for field in type(algorithm).model_fields
+            if field.endswith("_model") and field != "agent_model"  # its deprecated alias
+        ]
+        own = [name for name in own if isinstance(name, str)]
+        gradient = algorithm.name in ("pez", "softprompt")  # no policy: a reference LM at most
+        if not gradient or (not own and getattr(target, "kind", None) == "masked"):
+            names.append(config.policy.model)
+        names += own
+    task = getattr(config, "task", None)
+    if getattr(task, "kind", None) == "style_transfer":
+        reward = config.reward
+        # An unset style model is the preset's built-in classifier (22M parameters): not listed.
+        models = (reward.content_model, reward.style_model, reward.fluency_model)
+        for name in (*models, reward.perplexity_model):
+            if isinstance(name, str):
+                names.append(_strip_reward_prefix(name))
     return list(dict.fromkeys(names))
 
 
@@ -74,8 +111,10 @@ def estimated_parameters(name: str) -> int | None:
     from hardprompts.errors import ModelLoadError
     from hardprompts.modeling import resolve_model_path
 
+    if name in _MINILM:
+        return _MINILM[name]
     try:
-        path = resolve_model_path(name)
+        path = resolve_model_path(name, probe_hub=False)
         cfg = AutoConfig.from_pretrained(path, local_files_only=True)
     except (ModelLoadError, OSError, ValueError):
         return None
@@ -87,16 +126,45 @@ def estimated_parameters(name: str) -> int | None:
     return layers * 12 * d * d + vocab * d
 
 
+class ThreadChoice(int):
+    """A thread count that knows why it was chosen: ``text`` is the banner's words for it,
+    e.g. ``1 thread: every model is local and under 50M parameters``."""
+
+    reason: str
+
+    def __new__(cls, n: int, reason: str) -> ThreadChoice:
+        self = super().__new__(cls, n)
+        self.reason = reason
+        return self
+
+    @property
+    def text(self) -> str:
+        return f"{int(self)} thread{'s' * (self != 1)}: {self.reason}"
+
+
+def choose_auto_threads(config: Any) -> ThreadChoice:
+    """The thread count ``--threads auto`` picks for ``config``, with the reason (module doc)."""
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if omp:
+        return ThreadChoice(_DEFAULT_THREADS, f"$OMP_NUM_THREADS={omp}")
+    many = min(_DEFAULT_THREADS, MAX_AUTO_THREADS)
+    names = loaded_models(config) if config is not None else []
+    for name in names:
+        size = estimated_parameters(name)
+        if size is None:  # not downloaded yet, or not a model folder: do not guess that it is small
+            return ThreadChoice(many, f"{name} cannot be sized offline (not a local model yet)")
+        if size >= SMALL_MODEL_PARAMS:
+            return ThreadChoice(many, f"{name} has about {size / 1e6:.0f}M parameters")
+    if not names:
+        return ThreadChoice(many, "no local model")
+    return ThreadChoice(
+        1, f"every model is local and under {SMALL_MODEL_PARAMS // 1_000_000}M parameters"
+    )
+
+
 def auto_threads(config: Any) -> int:
     """The thread count ``--threads auto`` picks for ``config`` (see the module doc)."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        return _DEFAULT_THREADS
-    many = min(_DEFAULT_THREADS, MAX_AUTO_THREADS)
-    for name in _model_names(config):
-        size = estimated_parameters(name)
-        if size is None or size >= SMALL_MODEL_PARAMS:
-            return many  # large, or not sized (not downloaded yet): do not guess that it is small
-    return 1
+    return int(choose_auto_threads(config))
 
 
 def parse_threads(text: str) -> int | None:
@@ -115,13 +183,14 @@ def parse_threads(text: str) -> int | None:
 
 
 @contextlib.contextmanager
-def threads(text: str, config: Any) -> Iterator[int]:
-    """Run the block with ``--threads`` (``auto`` or N) applied for ``config``; yields the count.
+def threads(text: str, config: Any) -> Iterator[ThreadChoice]:
+    """Run the block with ``--threads`` (``auto`` or N) applied for ``config``; yields the count
+    (a :class:`ThreadChoice`: an int whose ``text`` says why, for the banner).
 
     The previous count is restored afterwards (commands also run in-process, e.g. in tests).
     """
     n = parse_threads(text)
-    n = auto_threads(config) if n is None else n
+    n = choose_auto_threads(config) if n is None else ThreadChoice(n, f"--threads {n}")
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

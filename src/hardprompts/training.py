@@ -89,6 +89,13 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
+def _say(message: str) -> None:
+    """One plain line on the progress console (stderr), never wrapped by rich."""
+    from hardprompts.progress import console
+
+    console.print(message, highlight=False, soft_wrap=True, markup=False)
+
+
 def _note(message: str) -> None:
     from hardprompts.progress import console
 
@@ -221,6 +228,9 @@ def run_with_context(
             f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out"
         )
 
+    from hardprompts.tasks.precheck import check_data
+
+    check_data(config, ("train", "dev"))  # the data, before any model is loaded
     seed_everything(config.train.seed)
     task = build_task(config)
     use_run_folder = getattr(getattr(task, "target", None), "use_run_folder", None)
@@ -259,12 +269,23 @@ def run_with_context(
             {"loop": loop_state, "algorithm": algo.state_dict(), "task": task.state_dict()},
         )
 
+    from hardprompts.interrupts import RunInterrupted, deferred_interrupts, resume_command
     from hardprompts.progress import TrainProgress
 
+    if state is not None:
+        _say(f"resuming {out_dir} from step {loop['step']} of {steps}")
+    saved_at = loop["step"]  # the step of the newest checkpoint
+    stopped = None
     try:
-        with TrainProgress(
-            steps, loop["step"], enabled=show_progress, label=algo.method, score_name=score
-        ) as bar:
+        with (
+            deferred_interrupts(
+                "stopping after the step in progress, then saving a checkpoint (press Ctrl-C again to "
+                "stop at once, losing the steps since the last checkpoint)"
+            ) as stop,
+            TrainProgress(
+                steps, loop["step"], enabled=show_progress, label=algo.method, score_name=score
+            ) as bar,
+        ):
             for step in range(loop["step"], steps):
                 t0 = time.perf_counter()
                 values = dict(algo.step(step))
@@ -288,13 +309,86 @@ def run_with_context(
                 bar.update(done, values, loop["best"], _usage_line(task))
                 if done % config.train.checkpoint_every == 0 or done == steps:
                     checkpoint(done)
+                    saved_at = done
                 loop["step"] = done
+                if stop.requested and done < steps:
+                    if saved_at != done:
+                        checkpoint(done)
+                    stopped = done
+                    break
+    except KeyboardInterrupt:  # a second Ctrl-C: the step in progress is abandoned
+        _say(
+            f"stopped at once; the checkpoint in {ckpt_dir} holds step {saved_at} of {steps} "
+            f"(later steps are lost); resume with: {resume_command(out_dir)}"
+        )
+        raise
     finally:
         logger.close()
+    if stopped is not None:
+        line = (
+            f"interrupted: saved step {stopped} of {steps} in {ckpt_dir}; resume with: "
+            f"{resume_command(out_dir)}"
+        )
+        _say(line)
+        raise RunInterrupted(line)
 
-    result = _finish(config, algo, task, loop, time.perf_counter() - started, out_dir)
+    result = tidy_floats(
+        _finish(config, algo, task, loop, time.perf_counter() - started, out_dir)
+    )
+    result["first_update_step"] = algo.first_update_step()
+    if loop["step"] < result["first_update_step"]:
+        result["warnings"] = [no_update_warning(result, "--set train.steps=")]
     atomic_write_json(out_dir / "result.json", result)
     return result, ctx
+
+
+def steps_to_try(result: dict[str, Any]) -> int:
+    """Steps to suggest after a run too short to learn: at least 100, 25 times the method's
+    warm-up and 5 times this run (our rule of thumb: the demo's PIN, which updates from step 4,
+    needs about 100 steps to beat its manual prompt, and 300 to reach its final accuracy), in
+    whole fifties."""
+    n = max(100, 25 * result.get("first_update_step", 1), 5 * result["steps"])
+    return -(-n // 50) * 50
+
+
+def no_update_warning(result: dict[str, Any], option: str) -> str:
+    """The end-of-run warning of a run that ended before the method's first update."""
+    first = result["first_update_step"]
+    return (
+        f"{result['method']} made no update in {result['steps']} steps (it updates from step "
+        f"{first}, once its replay buffer holds a batch), so the prompt is the untrained "
+        f"policy's; try {option}{steps_to_try(result)}"
+    )
+
+
+def below_reference_warning(
+    result: dict[str, Any], name: str, tuned: float, reference: float, option: str
+) -> str | None:
+    """The end-of-run warning of a tuned prompt that scores below ``name`` on dev (None when it
+    does not); the likely cause is too few steps for the method's warm-up."""
+    if tuned >= reference:
+        return None
+    return (
+        f"the tuned prompt scores below {name} on dev ({tuned:.3f} < {reference:.3f}): "
+        f"{result['steps']} steps are likely too few for {result['method']} (it updates from step "
+        f"{result.get('first_update_step', 1)}); try {option}{steps_to_try(result)}"
+    )
+
+
+def tidy_floats(obj: Any) -> Any:
+    """``obj`` with every float that is exactly a float32 written as the shortest decimal of
+    that float32 (0.8500000238418579 -> 0.85): what float32 tensors compute, without the noise
+    of their float64 repr. Floats of float64 computations, and everything else, are unchanged."""
+    import numpy as np
+
+    if isinstance(obj, float):
+        single = np.float32(obj)
+        return float(str(single)) if np.isfinite(single) and float(single) == obj else obj
+    if isinstance(obj, dict):
+        return {k: tidy_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [tidy_floats(v) for v in obj]
+    return obj
 
 
 def target_usage(task: Any) -> TargetUsage:
@@ -364,7 +458,7 @@ def _finish(
     judge = algo.perplexity_judge()
     ppl = prompt_perplexity([prompt], *judge)[0] if judge is not None else None
     visited = _visited_perplexities(out_dir / "metrics.jsonl", f"dev/{task.score_name}", judge)
-    atomic_write_json(out_dir / "visited_prompts.json", visited)
+    atomic_write_json(out_dir / "visited_prompts.json", tidy_floats(visited))  # as result.json
     return {
         "method": algo.method,
         "best_prompt": prompt,

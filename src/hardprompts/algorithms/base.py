@@ -73,3 +73,9 @@ class Algorithm(ABC):
     def result_extras(self) -> dict[str, Any]:
         """Extra fields for result.json."""
         return {}
+
+    def first_update_step(self) -> int:
+        """The first step (1-based) whose end sees the method's prompt source updated; a run of
+        fewer steps made no update. 1 unless the method waits (PIN: until its replay buffer holds
+        a batch)."""
+        return 1

@@ -647,6 +647,13 @@ class SoftQPrompt(Algorithm):
         """result.json's prompt perplexity: under algorithm.perplexity_model, else the policy LM."""
         return self.judge
 
+    def first_update_step(self) -> int:
+        """On-policy (RLPrompt): 1. Off-policy (PIN): the step whose prompts fill the replay
+        buffer to ``replay_batch_size`` (64 prompts at 16 a step: step 4)."""
+        if self.buffer is None:
+            return 1
+        return -(-self.cfg.replay_batch_size // self.cfg.prompts_per_step)
+
     def result_extras(self) -> dict[str, Any]:
         return {
             "policy_model": self.ctx.config.policy.model,

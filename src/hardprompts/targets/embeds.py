@@ -169,6 +169,9 @@ class EmbeddingScorer:
         for start in range(0, len(order), self.batch_size):
             chunk = [rows[r] for r in order[start : start + self.batch_size]]
             chunks.append(self._forward(prompt_embeds, [(p, encoded[n]) for p, n in chunk]))
+        usage = getattr(self.target, "usage", None)
+        if usage is not None:  # target work like HFTarget.score's (the hook sees no input_ids)
+            usage.add(pairs=len(rows))
         logits = torch.cat(chunks)  # [P*N, C] in `order`
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
@@ -184,6 +187,9 @@ class EmbeddingScorer:
             ids[i, : len(e.ids)] = torch.tensor(e.ids)
             mask[i, : len(e.ids)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
+        usage = getattr(self.target, "usage", None)
+        if usage is not None:
+            usage.add(requests=1, prompt_tokens=ids.numel())
         rows = torch.arange(len(chunk), device=self.device)
         starts = torch.tensor([e.prompt_start for _, e in chunk], device=self.device)
         cols = starts[:, None] + torch.arange(length, device=self.device)  # [B, T]

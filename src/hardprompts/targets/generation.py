@@ -98,6 +98,8 @@ class TextGenerator:
         self.shares_prefix = True if share_prefix is None else share_prefix
         if share_prefix is None:
             self.shares_prefix = self._shared_prefix_matches()
+        #: Tokens generated so far, over all calls (the target's usage reads it).
+        self.new_tokens = 0
 
     def encode(self, text: str) -> list[int]:
         """Ids of one text: leading special tokens, then the text (BOS/EOS alone when empty)."""
@@ -210,6 +212,7 @@ class TextGenerator:
                 active = [active[b] for b in keep]
             logits = state.forward(nxt.to(device), positions)
             positions = positions + 1
+        self.new_tokens += sum(len(g) for g in generated)
         return [
             t if t is not None else self._text(g, stop)
             for t, g in zip(texts, generated, strict=True)

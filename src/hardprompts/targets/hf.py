@@ -436,9 +436,11 @@ class HFTarget:
         scorer = self._choices()  # built (and self-checked) before counting target work
         self._scoring = True  # counted as target work (usage)
         try:
-            return scorer.logprobs(texts, continuations, progress)
+            out = scorer.logprobs(texts, continuations, progress)
         finally:
             self._scoring = False
+        self.usage.add(pairs=len(texts))  # one (prompt, input) pair per text, all its choices
+        return out
 
     def _choices(self):
         if self._choice_scorer is None:
@@ -456,10 +458,14 @@ class HFTarget:
         arguments of :meth:`hardprompts.targets.generation.TextGenerator.generate`)."""
         generator = self._text_generator()  # built (and self-checked) before counting
         self._scoring = True  # counted as target work (usage)
+        before = generator.new_tokens
         try:
-            return generator.generate(texts, **kwargs)
+            out = generator.generate(texts, **kwargs)
         finally:
             self._scoring = False
+        # one (prompt, input) pair per text, however many samples it was given
+        self.usage.add(pairs=len(texts), completion_tokens=generator.new_tokens - before)
+        return out
 
     def _text_generator(self):
         if self._generator is None:
