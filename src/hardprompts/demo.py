@@ -126,7 +126,9 @@ def demo_run(
         raise ConfigError(f"--task {task!r}: choose classification or style")
     root = DEMO_ROOT if task == "classification" else STYLE_DEMO_ROOT
     if resume:
-        out_dir = out_dir if out_dir is not None else latest_run(root, finished=False)
+        if out_dir is None:
+            out_dir = latest_run(root, finished=False)
+            assert out_dir is not None  # required (the default): none found is a ConfigError
         return resumed_config(out_dir, task, dataset, method, steps, overrides), out_dir, None
     previous = None
     if out_dir is None:
@@ -271,8 +273,8 @@ def _warn_if_below_manual(result: dict[str, Any], tuned_run: Any, manual: str) -
         result["warnings"] = [no_update_warning(result, "--steps ")]
         return
     tuned = result.get(f"dev_{result['score_name']}")
-    reference = evaluate(tuned_run, manual, split="dev", progress=False, threads=None)
-    reference = float(reference.rows[0]["score"])
+    scored = evaluate(tuned_run, manual, split="dev", progress=False, threads=None)
+    reference = float(scored.rows[0]["score"])
     result["manual_dev_score"] = reference
     warning = None
     if tuned is not None:
