@@ -64,7 +64,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("algorithms", ["algorithms"]),
     ("loop", ["training"]),
     ("api", ["api", "runs"]),  # the Python API: tune, evaluate, load_run
-    ("apps", ["demo", "sweep", "sweep_ray", "report", "runfolder", "html_report", "cli", "cli_data",
+    ("apps", ["demo", "sweep", "sweep_ray", "report", "runfolder", "html_report", "cli_common", "cli", "cli_data",
               "cli_cache"]),
     ("package", ["hardprompts"]),  # the package's face re-exports the API (lazily)
 ]

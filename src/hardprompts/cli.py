@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from functools import wraps
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +20,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from hardprompts.errors import HardpromptsError
+from hardprompts.cli_common import err, user_errors
 
 app = typer.Typer(
     help="Find short, discrete, human-readable prompts for frozen language models.",
@@ -30,7 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 SetOpt = Annotated[
@@ -44,28 +42,6 @@ ThreadsOpt = Annotated[
         "one per core up to 8; $OMP_NUM_THREADS wins over auto)."
     ),
 ]
-
-
-def user_errors(fn):
-    """Turn HardpromptsError into a one-line message and exit status 2, an interrupted run
-    (which has said what it saved and how to resume) into status 130; keep libraries quiet."""
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        from hardprompts.interrupts import EXIT_INTERRUPTED
-        from hardprompts.runtime import quiet_libraries
-
-        try:
-            with quiet_libraries():
-                return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        except HardpromptsError as exc:
-            # Text, not markup: messages quote user values such as "['a', 'b']" or "hf:x[train]".
-            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _load(config: Path | None, overrides: list[str] | None, extra: list[str] = ()):

@@ -17,6 +17,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hardprompts.cli_common import user_errors
+
 app = typer.Typer(
     help="The request caches of served targets: where they are, their size, which models they hold.",
     no_args_is_help=True,
@@ -46,14 +48,8 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _user_errors(fn):
-    from hardprompts.cli import user_errors
-
-    return user_errors(fn)
-
-
 @app.command("info")
-@_user_errors
+@user_errors
 def info_cmd(
     folders: FoldersArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -95,7 +91,7 @@ def info_cmd(
 
 
 @app.command("clear")
-@_user_errors
+@user_errors
 def clear_cmd(
     folders: FoldersArg = None,
     model: Annotated[

@@ -5,7 +5,6 @@ See :mod:`hardprompts.datastore` for the manifest, the cache and the order data 
 
 from __future__ import annotations
 
-from functools import wraps
 from typing import Annotated
 
 import typer
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from hardprompts.cli_common import user_errors
 from hardprompts.errors import DataError
 
 app = typer.Typer(
@@ -34,20 +34,8 @@ MirrorOpt = Annotated[
 ]
 
 
-def _user_errors(fn):
-    """The main CLI's handling of user errors (one message, exit 2), imported when called."""
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        from hardprompts.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper
-
-
 @app.command("list")
-@_user_errors
+@user_errors
 def list_cmd() -> None:
     """Every dataset the presets know: family, source, licence, size, and where it is present."""
     import hardprompts.datastore as datastore
@@ -70,7 +58,7 @@ def list_cmd() -> None:
 
 
 @app.command("fetch")
-@_user_errors
+@user_errors
 def fetch_cmd(
     names: Annotated[
         list[str] | None,
@@ -106,7 +94,7 @@ def fetch_cmd(
 
 
 @app.command("verify")
-@_user_errors
+@user_errors
 def verify_cmd(
     names: Annotated[
         list[str] | None, typer.Argument(help="Datasets to check (default: every one present).")
@@ -138,7 +126,7 @@ def verify_cmd(
 
 
 @app.command("path")
-@_user_errors
+@user_errors
 def path_cmd(name: Annotated[str, typer.Argument(help="A dataset, e.g. sst-2 or bbii/snarks.")]):
     """Print the folder a preset's files are read from (fsc/, tst/, ii/ or bbii/ of it)."""
     import hardprompts.datastore as datastore
