@@ -5,12 +5,21 @@ Two cases, each on a GPT-2-shaped random model (6 layers x 768, 12 heads, vocabu
 Llama-shaped one (6 layers x 768, 12 query heads sharing 4 key/value heads, rotary positions,
 vocabulary 32,000):
 
-(a) multiple choice: 64 inputs of 48-80 tokens, 12 options of 1-3 tokens each, every option's
-    log-likelihood (``ChoiceScorer.logprobs_ids``; BIG-bench tasks have up to a dozen options);
-(b) style-transfer sampling: RLPrompt's setting, 4 prompts on one input (``{prompt} "{x}" "``, a
-    5-word prompt, a 20-word input), N = 128 samples per (prompt, input) (32 x 4 bootstraps),
-    top-k 10, up to 30 new tokens (RLPrompt's cap for a 20-token input), cut at '"'
-    (``TextGenerator.generate``); 1 in 40 words ends with '"', so samples end at varied lengths.
+(a) multiple choice: 64 inputs of ``--input-tokens`` tokens (0.75-1.25 of it, varied), 12 options
+    of 1-3 tokens each, every option's log-likelihood (``ChoiceScorer.logprobs_ids``; BIG-bench
+    tasks have up to a dozen options);
+(b) style-transfer sampling: RLPrompt's sampling setting on a long context, 4 prompts on one
+    input (``{prompt} "{x}" "``, a 5-word prompt, an input of ``--input-tokens`` words),
+    N = 128 samples per (prompt, input) (32 x 4 bootstraps), top-k 10, up to 30 new tokens, cut at
+    '"' (``TextGenerator.generate``); 1 in 40 words ends with '"', so samples end at varied
+    lengths.
+
+The input length defaults to 512 tokens. The cost the issue is about is the cache copied per
+option / sample, N x context against context + N x new tokens; it matters when the context is
+long next to the continuations (the issue names 4k-token contexts on a GPU). With 48-80-token
+inputs and 30 new tokens, the two are of one size and the benchmark mostly measured the
+interpreter and the weights; 512 tokens is 17 times the new tokens of (b) and still runs on one
+CPU thread in minutes (longer contexts: ``--input-tokens 4096 --device cuda``).
 
 Both paths use the planners' defaults of a target on a CPU (2,048 tokens per forward, a 2,048 MiB
 memory budget). Each path runs in a fresh process, so that the peak of one does not hide the
@@ -23,10 +32,15 @@ seeded samples are identical (b). The words are a synthetic vocabulary of the mo
 word-level tokenizer; random weights give random text, which is all that is needed here).
 
 One thread (``torch.set_num_threads(1)``), as on the shared CI machines; ``--threads`` changes it.
+The JSON gives, per case, the whole-process peak of each path (``copy_peak_mb``,
+``shared_peak_mb``, ``peak_ratio``), the peak the call adds (``*_above_model_mb``,
+``above_model_ratio``), the times, the log-likelihood difference or greedy identity, and at the
+top the input length and the number of threads.
 
     python benchmarks/prefix_sharing.py                    # both cases, both models, a table
     python benchmarks/prefix_sharing.py --json             # the same as JSON
-    python benchmarks/prefix_sharing.py --layers 2 --width 128 --inputs 8 --samples 16   # quick
+    python benchmarks/prefix_sharing.py --layers 2 --width 128 --inputs 8 --samples 16 \
+        --input-tokens 64                                  # quick
     python benchmarks/prefix_sharing.py --device cuda      # on a GPU
 """
 
@@ -72,26 +86,28 @@ def make_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
 
 
-def make_model(family: str, layers: int, width: int):
+def make_model(family: str, layers: int, width: int, positions: int):
     torch.manual_seed(0)
     heads = max(1, width // 64)
     if family == "gpt2":
         cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=VOCAB[family],
-                         n_positions=1024, eos_token_id=0, bos_token_id=0)  # fmt: skip
+                         n_positions=positions, eos_token_id=0, bos_token_id=0)  # fmt: skip
         return GPT2LMHeadModel(cfg).eval()
     cfg = LlamaConfig(
         num_hidden_layers=layers, hidden_size=width, intermediate_size=width * 8 // 3,
         num_attention_heads=heads, num_key_value_heads=max(1, heads // 3),
-        vocab_size=VOCAB[family], max_position_embeddings=2048, eos_token_id=0, bos_token_id=0,
+        vocab_size=VOCAB[family], max_position_embeddings=positions, eos_token_id=0, bos_token_id=0,
     )  # fmt: skip
     return LlamaForCausalLM(cfg).eval()
 
 
 def choice_inputs(args, vocab: int):
-    """(a): ``inputs`` prefixes of 48-80 ids, ``options`` continuations of 1-3 ids each."""
+    """(a): ``inputs`` prefixes of 0.75-1.25 x ``input_tokens`` ids, 12 continuations of 1-3 ids
+    each."""
     rng = random.Random(1)
+    lo, hi = max(1, args.input_tokens * 3 // 4), max(1, args.input_tokens * 5 // 4)
     prefixes = [
-        [rng.randrange(QUOTE + 1, vocab) for _ in range(rng.randint(48, 80))]
+        [rng.randrange(QUOTE + 1, vocab) for _ in range(rng.randint(lo, hi))]
         for _ in range(args.inputs)
     ]
     options = [
@@ -101,15 +117,15 @@ def choice_inputs(args, vocab: int):
     return prefixes, options
 
 
-def style_texts(vocab: int) -> list[str]:
-    """(b): 4 prompts of 5 words on one input of 20 words, in RLPrompt's template."""
+def style_texts(vocab: int, input_words: int) -> list[str]:
+    """(b): 4 prompts of 5 words on one input of ``input_words`` words, in RLPrompt's template."""
     rng = random.Random(2)
 
     def words(n: int) -> str:
         ids = (rng.randrange(QUOTE + 1, vocab) for _ in range(2 * n))
         return " ".join([f"w{i}" for i in ids if i % ENDS_EVERY][:n])
 
-    source = words(20)
+    source = words(input_words)
     return [f'{words(5)} " {source} " "' for _ in range(4)]
 
 
@@ -146,17 +162,23 @@ def run_path(args) -> dict:
     """One (model, case, path) in this process; returns its numbers and results."""
     torch.set_num_threads(args.threads)
     family, case, path = args.worker.split(":")
-    model = make_model(family, args.layers, args.width).to(args.device)
+    model = make_model(family, args.layers, args.width, max(1024, 2 * args.input_tokens + 64))
+    model = model.to(args.device)
     tok = make_tokenizer(VOCAB[family])
     share = path == "shared"
+    max_len = 2 * args.input_tokens + 64  # the model's positions (below) fit every sequence
     if case == "a":
         prefixes, options = choice_inputs(args, VOCAB[family])
-        scorer = ChoiceScorer(model, tok, max_length=1024, memory_budget_mb=2048, share_prefix=share)
+        scorer = ChoiceScorer(
+            model, tok, max_length=max_len, memory_budget_mb=2048, share_prefix=share
+        )
         scorer.logprobs_ids(prefixes[:1], options[:1])  # warm-up
         call = lambda: scorer.logprobs_ids(prefixes, options)  # noqa: E731
     else:
-        texts = style_texts(VOCAB[family])
-        gen = TextGenerator(model, tok, max_length=1024, memory_budget_mb=2048, share_prefix=share)
+        texts = style_texts(VOCAB[family], args.input_tokens)
+        gen = TextGenerator(
+            model, tok, max_length=max_len, memory_budget_mb=2048, share_prefix=share
+        )
         kw = dict(max_new_tokens=30, stop='"', do_sample=True, top_k=10, seed=0)
         gen.generate(texts[:1], num_samples=2, **kw)  # warm-up
         call = lambda: gen.generate(texts, num_samples=args.samples, **kw)  # noqa: E731
@@ -187,6 +209,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--inputs", type=int, default=64, help="(a) inputs, 12 options each")
     parser.add_argument("--samples", type=int, default=128, help="(b) N per (prompt, input)")
+    parser.add_argument(
+        "--input-tokens", type=int, default=512, help="input (context) length; see the docstring"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # model:case:path, in a subprocess
@@ -198,6 +223,10 @@ def main() -> None:
     started = time.perf_counter()
     report: dict = {
         "threads": args.threads,
+        "input_tokens": args.input_tokens,
+        "inputs_a": args.inputs,
+        "texts_b": "4 prompts x 1 input",
+        "samples_b": args.samples,
         "device": args.device,
         "memory": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "peak RSS",
         "model": f"{args.layers} layers x {args.width}",
@@ -213,6 +242,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--worker", f"{family}:{case}:{path}"]
                 for name in ("layers", "width", "inputs", "samples", "threads", "device"):
                     cmd += [f"--{name}", str(getattr(args, name))]
+                cmd += ["--input-tokens", str(args.input_tokens)]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     sys.exit(f"{family}:{case}:{path} failed:\n{done.stderr}")

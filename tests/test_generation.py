@@ -72,6 +72,35 @@ def test_choose_next_top_k_and_greedy():
         assert draws == want, top_p
 
 
+def test_choose_next_in_place_draws_equal_the_definition():
+    """The in-place masking draws what the definition draws (out-of-place: scale, keep the top-k,
+    keep the nucleus, softmax, one multinomial draw with the seeded generator), and leaves the
+    caller's logits as they were."""
+
+    def reference(logits, temperature, top_k, top_p, seed):
+        x = logits / temperature
+        if top_k:
+            x = x.masked_fill(x < x.topk(top_k, dim=-1).values[:, -1:], float("-inf"))
+        if top_p < 1.0:
+            s, order = x.sort(-1, descending=True)
+            p = s.softmax(-1)
+            x = x.scatter(-1, order, s.masked_fill(p.cumsum(-1) - p >= top_p, float("-inf")))
+        g = torch.Generator().manual_seed(seed)
+        return torch.multinomial(x.softmax(-1), 1, generator=g).squeeze(1)
+
+    logits = torch.randn(64, 1000, generator=torch.Generator().manual_seed(0)) * 3
+    before = logits.clone()
+    for temperature, top_k, top_p in ((1.0, 10, 1.0), (0.7, None, 0.9), (1.3, 50, 0.8)):
+        for seed in range(3):
+            g = torch.Generator().manual_seed(seed)
+            got = choose_next(
+                logits, do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
+                generator=g,
+            )  # fmt: skip
+            assert torch.equal(got, reference(logits, temperature, top_k, top_p, seed))
+    assert torch.equal(logits, before)
+
+
 def test_too_long_is_a_clear_error(lm):
     model, tok = lm
     gen = TextGenerator(model, tok, max_length=12)

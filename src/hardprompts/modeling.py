@@ -349,19 +349,27 @@ def choose_next(
     temperature) restricted to the ``top_k`` best tokens (all when None or 0) and then to the
     smallest set whose probability reaches ``top_p`` (nucleus; the token that crosses it is kept),
     with the CPU ``generator``.
+
+    Memory: beside the caller's ``logits``, one [R, V] copy is scaled and masked in place, and
+    only the probabilities (and the draw's own buffer) remain when drawing: three [R, V] tensors
+    at most (the same values, hence the same draws, as out-of-place operations).
     """
     logits = logits.float().cpu()  # [R, V]; the CPU generator draws on the CPU
     if not do_sample:
         return logits.argmax(-1)
     if temperature <= 0:
         raise ValueError("sampling needs temperature > 0 (use do_sample=False for greedy)")
-    logits = logits / temperature
+    logits = logits / temperature  # our own copy from here on: masked in place
     if top_k:
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits.masked_fill_(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = logits.sort(-1, descending=True)
         probs = sorted_logits.softmax(-1)
         drop = probs.cumsum(-1) - probs >= top_p  # keep the token crossing top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+        del probs
+        logits.scatter_(-1, order, sorted_logits.masked_fill_(drop, float("-inf")))
+        del sorted_logits, order, drop
+    probs = logits.softmax(-1)
+    del logits  # only the probabilities are drawn from
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)

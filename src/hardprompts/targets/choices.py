@@ -317,11 +317,20 @@ class ChoiceScorer:
                 use_cache=True,
                 **{cache_keyword(self.model): cache_rows(pre.kv, src)},
             )
-        logp = res.logits.float().log_softmax(-1)  # [g, lc, V]: log p(c_{t+1} | text, c_<=t)
-        for row, (r, j, c) in enumerate(group):
-            targets = torch.tensor(c[1:], device=device)
-            tail = logp[row, : len(c) - 1].gather(-1, targets[:, None]).sum()
-            out[chunk[r]][j] += float(tail)
+        # log p(c_{t+1} | text, c_<=t) = logit of c_{t+1} - logsumexp of the logits: the target
+        # tokens' logits and one normaliser per position, without a log-softmax copy [g, lc, V]
+        # (logsumexp's own temporary is bounded by computing it 16 rows at a time)
+        logits = res.logits
+        del res
+        targets = torch.full((g, lc), self.pad_id, dtype=torch.long)
+        for row, (_, _, c) in enumerate(group):
+            targets[row, : len(c) - 1] = torch.tensor(c[1:], dtype=torch.long)
+        targets = targets.to(logits.device)
+        picked = logits.gather(-1, targets[..., None])[..., 0].float()  # [g, lc]
+        logp = picked - torch.cat([b.float().logsumexp(-1) for b in logits.split(16)])  # [g, lc]
+        logp = logp.masked_fill(cmask.to(logp.device) == 0, 0.0).sum(-1).cpu()  # [g]
+        for row, (r, j, _) in enumerate(group):
+            out[chunk[r]][j] += float(logp[row])
 
     # ------------------------------------------------------------------ self-check
 
