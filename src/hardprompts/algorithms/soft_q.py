@@ -47,7 +47,7 @@ z-scores it at update time against the mean and standard deviation of R over eve
 prompt scored so far, so a prompt's training reward no longer depends on its company. Measured on
 the demo (see the field), both end at the same dev accuracy once the residual head is fixed.
 
-Why the demo used to unlearn (issue 12): with ``residual_head: true`` Q started at the LM's raw
+Why the demo used to unlearn: with ``residual_head: true`` Q started at the LM's raw
 logits (~10), so V′ ≈ 10 and every bootstrapped target r − V′ ≈ −10 pushed down whatever was
 sampled, while the reward scale 5 (effective α 0.2) had collapsed the sparsemax policy onto one
 prompt. The residual head now starts at V = 0 (:class:`~hardprompts.policy.PromptPolicy`) and

@@ -1,4 +1,4 @@
-"""Read the data a command needs before any model is loaded (issue 25).
+"""Read the data a command needs before any model is loaded, so a wrong path fails in a second.
 
 Loading a model can take minutes (a download, a large checkpoint); a wrong dataset path, a
 missing split or a bad column should fail before that, in a second. :func:`check_data` reads
