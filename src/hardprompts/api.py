@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hardprompts.config import Config, apply_overrides, config_from_dict, read_config_file
+from hardprompts.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    dotted_section,
+    read_config_file,
+)
 from hardprompts.errors import ConfigError
 from hardprompts.runs import TuneResult
 
@@ -34,24 +40,16 @@ ConfigLike = Config | str | Path | Mapping[str, Any]
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     """``data[a][b] = value`` for ``key`` ``"a.b"`` (a Python value, not parsed as YAML)."""
-    parts = key.split(".")
-    if not all(parts):
+    if not all(key.split(".")):
         raise ConfigError(f"override {key!r}: expected a dotted field name such as train.steps")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {key!r}: {part!r} is a value, not a section")
-        node = child
+    node, name = dotted_section(data, key, f"override {key!r}")
     if isinstance(value, Path):
         value = str(value)
-    if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), dict):
+    if isinstance(value, Mapping) and isinstance(node.get(name), dict):
         for sub, sub_value in value.items():  # a section given as a dict merges into the file's
-            _set_dotted(node[parts[-1]], str(sub), sub_value)
+            _set_dotted(node[name], str(sub), sub_value)
         return
-    node[parts[-1]] = dict(value) if isinstance(value, Mapping) else value
+    node[name] = dict(value) if isinstance(value, Mapping) else value
 
 
 def make_config(

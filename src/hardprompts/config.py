@@ -675,6 +675,21 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+def dotted_section(data: dict[str, Any], key: str, label: str) -> tuple[dict[str, Any], str]:
+    """The section of ``data`` that dotted ``key`` (``"a.b.c"``) ends in, created where missing,
+    and the last name (``"c"``); ``label`` starts the error when a part is a value, not a section."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{label}: {part!r} is a value, not a section")
+        node = child
+    return node, parts[-1]
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to a nested dict (values parsed as YAML)."""
     for item in overrides:
@@ -682,16 +697,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=100")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = _parse_scalar(raw)
+        node, name = dotted_section(data, key, f"--set {item!r}")
+        node[name] = _parse_scalar(raw)
     return data
 
 

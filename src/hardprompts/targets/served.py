@@ -232,13 +232,9 @@ class Endpoints:
 
         root = self.endpoints[0].url.removesuffix("/v1")
         try:
-            r = self.http.post(root + path, json=body)
+            return _status_and_json(self.http.post(root + path, json=body))
         except httpx2.HTTPError:
             return 0, None
-        try:
-            return r.status_code, r.json()
-        except ValueError:
-            return r.status_code, None
 
     def get_json(self, path: str) -> tuple[int, Any]:
         """GET ``path`` under the first endpoint's base URL (e.g. ``/models``); (status, JSON or None).
@@ -248,13 +244,9 @@ class Endpoints:
         import httpx2
 
         try:
-            r = self.http.get(self.endpoints[0].url + path, headers=self._auth)
+            return _status_and_json(self.http.get(self.endpoints[0].url + path, headers=self._auth))
         except httpx2.HTTPError:
             return 0, None
-        try:
-            return r.status_code, r.json()
-        except ValueError:
-            return r.status_code, None
 
     def close(self) -> None:
         self.http.close()
@@ -330,6 +322,14 @@ class ServedTokenizer:
 
     def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
         return [str(i) for i in ids]
+
+
+def _status_and_json(response: Any) -> tuple[int, Any]:
+    """(HTTP status, the body as JSON or None when it is not JSON)."""
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, None
 
 
 def cache_folder(setting: str | None) -> Path | None:
