@@ -166,19 +166,22 @@ def run_path(args) -> dict:
     model = model.to(args.device)
     tok = make_tokenizer(VOCAB[family])
     share = path == "shared"
+    tokens_per_batch = None if args.tokens_per_batch == "none" else int(args.tokens_per_batch)
     max_len = 2 * args.input_tokens + 64  # the model's positions (below) fit every sequence
     if case == "a":
         prefixes, options = choice_inputs(args, VOCAB[family])
         scorer = ChoiceScorer(
-            model, tok, max_length=max_len, memory_budget_mb=2048, share_prefix=share
-        )
+            model, tok, max_length=max_len, memory_budget_mb=2048, share_prefix=share,
+            tokens_per_batch=tokens_per_batch,
+        )  # fmt: skip
         scorer.logprobs_ids(prefixes[:1], options[:1])  # warm-up
         call = lambda: scorer.logprobs_ids(prefixes, options)  # noqa: E731
     else:
         texts = style_texts(VOCAB[family], args.input_tokens)
         gen = TextGenerator(
-            model, tok, max_length=max_len, memory_budget_mb=2048, share_prefix=share
-        )
+            model, tok, max_length=max_len, memory_budget_mb=2048, share_prefix=share,
+            tokens_per_batch=tokens_per_batch,
+        )  # fmt: skip
         kw = dict(max_new_tokens=30, stop='"', do_sample=True, top_k=10, seed=0)
         gen.generate(texts[:1], num_samples=2, **kw)  # warm-up
         call = lambda: gen.generate(texts, num_samples=args.samples, **kw)  # noqa: E731
@@ -212,6 +215,11 @@ def main() -> None:
     parser.add_argument(
         "--input-tokens", type=int, default=512, help="input (context) length; see the docstring"
     )
+    parser.add_argument(
+        "--tokens-per-batch",
+        default="2048",
+        help="the planners' cap on tokens per forward: 2048 (a target on a CPU) or 'none' (on a GPU)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # model:case:path, in a subprocess
@@ -243,6 +251,7 @@ def main() -> None:
                 for name in ("layers", "width", "inputs", "samples", "threads", "device"):
                     cmd += [f"--{name}", str(getattr(args, name))]
                 cmd += ["--input-tokens", str(args.input_tokens)]
+                cmd += ["--tokens-per-batch", args.tokens_per_batch]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     sys.exit(f"{family}:{case}:{path} failed:\n{done.stderr}")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny_models import make_tiny_causal
 
+from hardprompts.targets import choices as choices_module
 from hardprompts.targets import shared_prefix as sp
 from hardprompts.targets.choices import ChoiceScorer, naive_continuation_logprobs
 from hardprompts.targets.generation import TextGenerator
@@ -131,11 +132,12 @@ def test_hf_target_uses_the_in_place_paths(lm):
 
 
 def test_choice_planner_counts_the_cache_once():
-    """A budget that holds the texts' cache once and every choice's logits scores all choices in
-    one forward in place; copying the cache per choice, the same budget takes many forwards."""
+    """A budget that holds the texts' cache once and every choice's logits (and the texts' prefill)
+    scores all choices in one forward in place; copying the cache per choice, the same budget takes
+    many forwards."""
     model, tok = make_tiny_causal("gpt2")
     texts = ["This movie was great and the acting was great, the plot was terrible and bad."] * 4
-    options = [[" great.", " good,", " great great", " great."]] * 4  # two tokens each
+    options = [[" great.", " good,", " great great", " great."] * 3] * 4  # two tokens each
     forwards = {}
     for share in (True, False):
         scorer = ChoiceScorer(model, tok, max_length=64, tokens_per_batch=None, share_prefix=share)
@@ -143,7 +145,10 @@ def test_choice_planner_counts_the_cache_once():
         cache = len(texts) * len(prefixes[0]) * sp.cache_bytes_per_token(model)
         lc = max(len(c) for cs in conts for c in cs) - 1
         per_row = lc * (2 * len(tok) * 4 + 16 * 32 * 4)  # logits + log-softmax, activations
-        scorer.memory_budget = cache + 16 * per_row  # the cache once and all 16 choices
+        width = len(prefixes[0])
+        prefilling = cache + len(texts) * width * sp.activation_bytes_per_token(model, width)
+        # the cache once and all 48 choices, and the four texts' prefill in one forward
+        scorer.memory_budget = max(cache + 48 * per_row, prefilling)
         calls = []
         hook = model.register_forward_pre_hook(lambda *a, seen=calls: seen.append(1))
         scorer.logprobs(texts, options)
@@ -151,6 +156,42 @@ def test_choice_planner_counts_the_cache_once():
         forwards[share] = len(calls) - 1  # less the prefill
     assert forwards[True] == 1
     assert forwards[False] >= 3  # each row also holds a copy of its text's cache
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_choice_planner_counts_the_prefill_activations(monkeypatch, share):
+    """Texts per prefill: a budget that holds two texts' cache and prefill activations, not three,
+    prefills four texts two at a time (the cache alone would fit them all at once), with the same
+    numbers as a roomy budget."""
+    model, tok = make_tiny_causal("llama")
+    texts = ["This movie was great and the acting was great, the plot was terrible and bad."] * 4
+    options = [[" great.", " good, and more"]] * 4
+    scorer = ChoiceScorer(model, tok, max_length=64, tokens_per_batch=None, share_prefix=share)
+    roomy = flat(scorer.logprobs(texts, options))
+    width = len(scorer.encode(texts[:1], options[:1])[0][0])
+    cached = width * sp.cache_bytes_per_token(model)
+    prefilling = cached + width * sp.activation_bytes_per_token(model, width)
+    scorer.memory_budget = 2 * prefilling + prefilling // 2
+    assert (scorer.memory_budget // 2) // cached >= 4  # the cache alone would not split them
+    sizes = []
+    real = choices_module.prefill
+    monkeypatch.setattr(
+        choices_module, "prefill", lambda m, p, pad: sizes.append(len(p)) or real(m, p, pad)
+    )
+    torch.testing.assert_close(flat(scorer.logprobs(texts, options)), roomy, atol=1e-5, rtol=1e-6)
+    assert sizes == [2, 2]
+
+
+def test_generation_planner_counts_the_prefill_activations():
+    """A long text with one short sample: the prefill forward, not the decoding, sets the texts
+    per batch."""
+    model, tok = make_tiny_causal("llama")
+    gen = TextGenerator(model, tok, max_length=64, share_prefix=True, memory_budget_mb=1)
+    per_token = sp.cache_bytes_per_token(model)
+    prefilling = 60 * (per_token + sp.activation_bytes_per_token(model, 60))
+    decoding = (60 + 1) * per_token + len(tok) * 4 * 3
+    assert prefilling > decoding
+    assert gen._texts_fitting(60, 1, 1) == 2**20 // prefilling
 
 
 def test_generation_planner_counts_the_cache_once():

@@ -46,6 +46,7 @@ from hardprompts.errors import TargetError
 from hardprompts.modeling import cache_keyword, output_cache
 from hardprompts.targets.shared_prefix import (
     SharedPrefix,
+    activation_bytes_per_token,
     attention_implementation,
     cache_bytes_per_token,
     check_calls,
@@ -71,9 +72,13 @@ class Prefill(NamedTuple):
 
 def cache_rows(kv: list[tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor) -> DynamicCache:
     """A fresh cache holding the given batch rows of ``kv`` (a forward extends the cache in place,
-    so each forward over a shared prefix gets its own)."""
+    so each forward over a shared prefix gets its own).
+
+    The rows are selected one layer at a time (a generator, not a list): the cache stores its own
+    copy of each layer it is given, so a list of every layer's selection would hold the rows twice
+    until the cache is built."""
     return DynamicCache(
-        ddp_cache_data=[(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv]
+        ddp_cache_data=((k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv)
     )
 
 
@@ -141,7 +146,8 @@ class ChoiceScorer:
         tokens_per_batch: most tokens of one forward (prefix tokens when prefilling, new tokens when
             scoring continuations over the cache); None = no cap (the memory budget still splits).
         memory_budget_mb: most memory (MiB) that one continuation forward may take beside the
-            model: its logits, and the texts' cache (once when shared, once per choice when copied).
+            model: its logits, and the texts' cache (once when shared, once per choice when copied);
+            a prefill forward's activations and its texts' cache fit it too.
         share_prefix: choices read their text's cache in place (True), or each gets a copy (False);
             None = in place when a self-check at construction finds it gives the numbers of plain
             forwards on this model, else copies (with a warning).
@@ -235,9 +241,11 @@ class ChoiceScorer:
         start = 0
         while start < len(order):
             width = len(prefixes[order[start]])
-            # Texts per prefill: the token cap, and half the budget for their cache (the rest is
-            # for the choices' forwards)
-            n = (self.memory_budget // 2) // (width * cache_bytes_per_token(self.model))
+            # Texts per prefill: their cache in half the budget (the rest is for the choices'
+            # forwards), their cache and the prefill's activations in all of it, the token cap
+            cached = width * cache_bytes_per_token(self.model)
+            prefilling = cached + width * activation_bytes_per_token(self.model, width)
+            n = min((self.memory_budget // 2) // cached, self.memory_budget // prefilling)
             if self.tokens_per_batch:
                 n = min(n, self.tokens_per_batch // width)
             n = max(1, n)
@@ -274,8 +282,8 @@ class ChoiceScorer:
                 # log-softmax) and activations
                 per_row = lc * (2 * vocab * 4 + 16 * width * first.element_size())
                 k = max(1, (self.memory_budget - cache) // per_row)
-            else:  # each row holds a copy of its text's cache
-                k = max(1, self.memory_budget // (lc * vocab * 4 + cache // len(chunk)))
+            else:  # each row holds a copy of its text's cache, beside the texts' own
+                k = max(1, (self.memory_budget - cache) // (lc * vocab * 4 + cache // len(chunk)))
             if self.tokens_per_batch:
                 k = min(k, max(1, self.tokens_per_batch // lc))
             group = rows[start : start + k]

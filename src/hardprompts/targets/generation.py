@@ -12,7 +12,8 @@ already-templated text, ``num_samples`` continuations, each cut before ``stop`` 
   says so) copy the text's cache into each row instead (same tokens, rows × context memory).
 * Texts per batch: at most ``tokens_per_batch`` prefix tokens, and what ``memory_budget_mb``
   holds (the texts' cache once, each row's new tokens and logits; a copy of the cache per row on
-  the fallback); at least one text.
+  the fallback; while prefilling, the texts' cache and the forward's activations); at least one
+  text.
 * Decoding is incremental over the key/value cache, one token per step for all rows at once; rows
   that have ended (EOS, or ``stop`` in their decoded text) leave the batch.
 * Greedy (``do_sample=False``) takes the argmax (the first of tied tokens). Sampling draws from
@@ -39,11 +40,11 @@ from hardprompts.targets.choices import (
     SHARED_PREFIX_ERRORS,
     Prefill,
     cache_rows,
-    kv_layers,
     prefill,
     shared_prefix,
 )
 from hardprompts.targets.shared_prefix import (
+    activation_bytes_per_token,
     attention_implementation,
     cache_bytes_per_token,
     check_calls,
@@ -168,10 +169,12 @@ class TextGenerator:
         vocab = self.model.get_output_embeddings().weight.shape[0]
         logits = num_samples * vocab * 4 * 3  # the logits, and choose_next's copies of them
         if self.shares_prefix:  # the text's cache once, each row's new tokens
-            per_text = (width + num_samples * max_new_tokens) * per_token + logits
+            decoding = (width + num_samples * max_new_tokens) * per_token + logits
         else:  # each row its own copy of the cache, and its new tokens
-            per_text = num_samples * (width + max_new_tokens) * per_token + logits
-        return max(1, self.memory_budget // per_text)
+            decoding = num_samples * (width + max_new_tokens) * per_token + logits
+        # the prefill forward: the text's cache and the forward's activations
+        prefilling = width * (per_token + activation_bytes_per_token(self.model, width))
+        return max(1, self.memory_budget // max(decoding, prefilling))
 
     def _decode_chunk(self, prefixes, num_samples, max_new_tokens, stop, sampling) -> list[str]:
         device = next(self.model.parameters()).device
@@ -277,7 +280,9 @@ class _CopiedCache:
         self.mask = pre.mask.index_select(0, rows)  # [R, Lp + tokens so far]
 
     def keep(self, sel: torch.Tensor) -> None:
-        self.cache = cache_rows(kv_layers(self.cache), sel)
+        # Layer by layer, in place (transformers' own row selection): each layer's old rows are
+        # freed as its new ones are made, so dropping rows never holds two caches at once
+        self.cache.batch_select_indices(sel)
         self.mask = self.mask[sel]
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from hardprompts.errors import TargetError
 from hardprompts.modeling import load_lm, load_tokenizer, model_max_length, placement
 from hardprompts.targets.shared_prefix import (
     SharedPrefix,
+    activation_bytes_per_token,
     attention_implementation,
     cache_bytes_per_token,
     check_calls,
@@ -239,12 +240,7 @@ class HFTarget:
     # ------------------------------------------------------------------ batching
 
     def _bytes_per_token(self, length: int) -> int:
-        cfg = self.model.config
-        d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 768)
-        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 12)
-        elem = torch.finfo(self.model.dtype).bits // 8
-        # Peak of one layer: MLP intermediate (4d) + q, k, v, output (4d) + attention scores.
-        return 2 * elem * (8 * d + heads * length)
+        return activation_bytes_per_token(self.model, length)
 
     def _rows_for(self, length: int) -> int:
         """Sequences of ``length`` tokens per forward: memory budget, then the CPU token cap."""

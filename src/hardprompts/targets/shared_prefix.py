@@ -256,6 +256,17 @@ def cache_bytes_per_token(model) -> int:
     return layers * 2 * kv_heads * head_dim * (torch.finfo(model.dtype).bits // 8)
 
 
+def activation_bytes_per_token(model, length: int) -> int:
+    """Bytes one token of a forward over ``length`` keys takes at the peak of a layer: the MLP's
+    intermediate (4d) and q, k, v, output (4d), and its row of attention scores (heads × length),
+    twice for the temporaries beside them. An estimate that the planners use alike for every path."""
+    cfg = model.config
+    d = getattr(cfg, "hidden_size", None) or int(getattr(cfg, "n_embd", 768))
+    heads = getattr(cfg, "num_attention_heads", None) or int(getattr(cfg, "n_head", 12))
+    elem = torch.finfo(model.dtype).bits // 8
+    return 2 * elem * (8 * d + heads * length)
+
+
 def check_calls(model, shared: SharedPrefix) -> None:
     """Every attention layer must have read the shared prefix (else the model bypassed it)."""
     if shared.calls != len(shared.keys):
