@@ -37,8 +37,14 @@ def main() -> None:
     parser.add_argument("other", help="path of the other hf.py to compare with")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data", default=str(train_step.SHARED))
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="the data tree (holds fsc/ and tst/; default: $HARDPROMPTS_DATA_DIR, else the "
+        "`hardprompts data fetch` cache)",
+    )
     args = parser.parse_args()
+    args.data = args.data or str(train_step.default_data_root())
     torch.set_num_threads(args.threads)
     spec = importlib.util.spec_from_file_location("other_hf", args.other)
     other = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]

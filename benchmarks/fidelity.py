@@ -2,7 +2,8 @@
 
 Runs, offline, with the project's own model ``builtin:yelp-small`` as the RL policy's LM, the
 target and the agent of ``appo``/``search``, on the few-shot splits of SST-2, MR and CR
-(``../shared/data/fsc``) and on the demo reviews that ship with the package:
+(``fsc/`` of the data tree: ``$HARDPROMPTS_DATA_DIR``, else the cache that ``hardprompts data
+fetch`` fills) and on the demo reviews that ship with the package:
 
 * the manual prompts ``It was``, ``it was`` and the preset's default (the bare causal template
   ``{x} {prompt}`` with an empty prompt), the baseline every table starts with;
@@ -482,9 +483,20 @@ def style_claims(
 # ------------------------------------------------------------------------------- the grid
 
 
+def data_tree_folder(name: str) -> Path:
+    """The data tree's family folder (``fsc/``, ``tst/``) holding preset ``name``, as the library
+    finds it (:func:`hardprompts.datastore.find`: ``$HARDPROMPTS_DATA_DIR``, else the cache that
+    ``hardprompts data fetch`` fills); where it is absent, the first folder looked in (main()
+    then stops with the fixes). Nothing is downloaded."""
+    from hardprompts import datastore
+
+    ds = datastore.dataset(name)
+    return datastore.find(ds) or datastore.places(ds)[0]
+
+
 def default_data_dir() -> Path:
-    """$HARDPROMPTS_DATA_DIR/fsc, else ../shared/data/fsc beside the repository."""
-    return Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data")) / "fsc"
+    """The few-shot splits: ``fsc/`` of the data tree (:func:`data_tree_folder`)."""
+    return data_tree_folder(FSC[0])
 
 
 def demo_splits(folder: Path, seeds: Sequence[str]) -> Path:
@@ -547,8 +559,8 @@ def base_config(dataset: str, work: Path, data_dir: Path, seeds: Sequence[str]) 
 
 
 def default_tst_dir() -> Path:
-    """$HARDPROMPTS_DATA_DIR/tst, else ../shared/data/tst beside the repository."""
-    return Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data")) / "tst"
+    """The style-transfer corpora: ``tst/`` of the data tree (:func:`data_tree_folder`)."""
+    return data_tree_folder("yelp-sentiment")
 
 
 def style_base_config(grid: Grid, dataset: str, tst_dir: Path) -> dict[str, Any]:
@@ -1416,13 +1428,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--data-dir",
         type=Path,
         default=None,
-        help="The few-shot splits (default $HARDPROMPTS_DATA_DIR/fsc or ../shared/data/fsc).",
+        help="The few-shot splits (default: fsc/ of $HARDPROMPTS_DATA_DIR, else of the "
+        "`hardprompts data fetch` cache).",
     )
     p.add_argument(
         "--tst-dir",
         type=Path,
         default=None,
-        help="The style-transfer corpora (default $HARDPROMPTS_DATA_DIR/tst or ../shared/data/tst).",
+        help="The style-transfer corpora (default: tst/ of $HARDPROMPTS_DATA_DIR, else of the "
+        "`hardprompts data fetch` cache).",
     )
     p.add_argument(
         "--datasets",
@@ -1483,7 +1497,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     seeds = _subset(args.seeds, grid.seeds, "seeds")
     alphas = [float(a) for a in _subset(args.alphas, [f"{a:g}" for a in grid.alphas], "alphas")]
     if any(d in FSC for d in datasets) and not (data_dir / "sst-2").is_dir():
-        raise SystemExit(f"few-shot splits not found in {data_dir}: pass --data-dir")
+        raise SystemExit(
+            f"few-shot splits not found in {data_dir}. Fix: run `hardprompts data fetch "
+            f"{' '.join(FSC)}`, or set HARDPROMPTS_DATA_DIR to a folder holding fsc/, or pass "
+            "--data-dir"
+        )
     style_methods = [m for m in STYLE_METHODS if m in methods]
     if (
         not args.report_only
@@ -1492,8 +1510,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         and not (tst_dir / "yelp" / "clean").is_dir()
     ):
         raise SystemExit(
-            f"Yelp style-transfer corpora not found in {tst_dir} (yelp/clean/): pass --tst-dir, "
-            "or leave the style datasets out with --datasets"
+            f"Yelp style-transfer corpora not found in {tst_dir} (yelp/clean/). Fix: run "
+            "`hardprompts data fetch yelp-sentiment`, or set HARDPROMPTS_DATA_DIR to a folder "
+            "holding tst/, or pass --tst-dir, or leave the style datasets out with --datasets"
         )
     argv_shown = list(sys.argv[1:] if argv is None else argv)
     if "--provenance" in argv_shown:  # shown on its own line

@@ -17,7 +17,9 @@ runs one full forward per (input, option), as research code typically does. Both
 
 Models are shaped like distilgpt2 (causal, 6 layers, 768 wide, vocabulary 50,257) and
 distilroberta-base (masked, 6 layers, 768 wide, vocabulary 50,265), with random weights (no
-downloads here). The tokenizer is a byte-level BPE trained on the sentences themselves.
+downloads here). The tokenizer is a byte-level BPE trained on the sentences themselves. The data
+is found as the library finds it: ``$HARDPROMPTS_DATA_DIR``, else the cache that ``hardprompts data
+fetch sst-2`` (and ``bbii/<task>`` for ``choices``) fills; ``--data-dir`` points elsewhere.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
+from hardprompts import datastore
 from hardprompts.config import TaskConfig
 from hardprompts.targets.choices import ChoiceScorer, naive_continuation_logprobs
 from hardprompts.targets.hf import HFTarget
@@ -112,6 +115,21 @@ def naive_scores(target: HFTarget, prompts: list[str], texts: list[str]) -> torc
     return out
 
 
+def default_data_dir() -> Path:
+    """``fsc/`` of the data tree, as the library finds it (:func:`hardprompts.datastore.find`):
+    ``$HARDPROMPTS_DATA_DIR``, else the cache that ``hardprompts data fetch`` fills. Nothing is
+    downloaded; absent, exits with the fixes."""
+    ds = datastore.dataset("sst-2")
+    folder = datastore.find(ds)
+    if folder is None:
+        looked = ", ".join(str(p) for p in datastore.places(ds))
+        raise SystemExit(
+            f"SST-2 not found (looked in {looked}). Fix: run `hardprompts data fetch sst-2`, or "
+            "set HARDPROMPTS_DATA_DIR to a folder holding fsc/, or pass --data-dir"
+        )
+    return folder
+
+
 def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
     times, result = [], None
     for _ in range(repeats):
@@ -124,7 +142,10 @@ def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/fsc")
+        "--data-dir",
+        default=None,
+        help="the few-shot splits, fsc/ (default: fsc/ of $HARDPROMPTS_DATA_DIR, else of the "
+        "`hardprompts data fetch` cache; bbii/ is read beside it)",
     )
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--width", type=int, default=768)
@@ -147,6 +168,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    args.data_dir = args.data_dir or str(default_data_dir())
 
     test = load_split(TaskConfig(data_dir=args.data_dir), "test", 2)
     texts = test.texts[: args.examples]

@@ -94,7 +94,12 @@ def main() -> None:
         help="also run hardprompts with these target.top_logprobs (default 20 is vLLM's limit; "
         "vLLM --max-logprobs raises it)",
     )
-    ap.add_argument("--data-dir", default=None, help="default: $HARDPROMPTS_DATA_DIR, else ../shared/data/fsc")
+    ap.add_argument(
+        "--data-dir",
+        default=None,
+        help="the few-shot splits, fsc/ (default: as the library finds SST-2: "
+        "$HARDPROMPTS_DATA_DIR, else the `hardprompts data fetch` cache)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 

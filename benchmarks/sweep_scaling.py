@@ -1,6 +1,7 @@
 """Wall time of an 8-cell sweep: the local backend against a local Ray with 1 and 2 workers.
 
-The grid: PEZ on 16-shot SST-2 (``../shared/data/fsc``) with the built-in model
+The grid: PEZ on 16-shot SST-2 (``fsc/`` of ``$HARDPROMPTS_DATA_DIR``, else of the cache that
+``hardprompts data fetch sst-2`` fills; ``--data-dir`` points elsewhere) with the built-in model
 ``builtin:yelp-small`` as the target, α ∈ {0, 1} × split seeds 16-100, 16-13, 16-21, 16-42,
 ``--steps`` steps per cell (a dev evaluation every 5 steps, the first ``--test-examples`` test
 sentences scored at the end: the splits are copied so into a temporary folder, to keep cells
@@ -32,17 +33,32 @@ from pathlib import Path
 
 import torch
 
+from hardprompts import datastore
 from hardprompts.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("HARDPROMPTS_DATA_DIR", REPO.parent / "shared" / "data" / "fsc"))
 SEEDS = ["16-100", "16-13", "16-21", "16-42"]
 ALPHAS = [0.0, 1.0]
 
 
-def make_data(root: Path, test_examples: int) -> Path:
+def default_data_dir() -> Path:
+    """``fsc/`` of the data tree, as the library finds it (:func:`hardprompts.datastore.find`):
+    ``$HARDPROMPTS_DATA_DIR``, else the cache that ``hardprompts data fetch`` fills. Nothing is
+    downloaded; absent, exits with the fixes."""
+    ds = datastore.dataset("sst-2")
+    folder = datastore.find(ds)
+    if folder is None:
+        looked = ", ".join(str(p) for p in datastore.places(ds))
+        raise SystemExit(
+            f"SST-2 not found (looked in {looked}). Fix: run `hardprompts data fetch sst-2`, or "
+            "set HARDPROMPTS_DATA_DIR to a folder holding fsc/, or pass --data-dir"
+        )
+    return folder
+
+
+def make_data(root: Path, fsc: Path, test_examples: int) -> Path:
     """SST-2's few-shot splits of SEEDS and its first ``test_examples`` test sentences."""
-    source = DATA / "sst-2"
+    source = fsc / "sst-2"
     for seed in SEEDS:
         (root / seed).mkdir(parents=True)
         for name in ("train.tsv", "dev.tsv"):
@@ -108,15 +124,23 @@ def main() -> None:
         "--backends", default="local,ray1,ray2", help="comma-separated: local, ray1, ray2"
     )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the few-shot splits, fsc/ (default: fsc/ of $HARDPROMPTS_DATA_DIR, else of the "
+        "`hardprompts data fetch` cache)",
+    )
     args = parser.parse_args()
-    if not (DATA / "sst-2").is_dir():
-        raise SystemExit(f"SST-2 splits not found under {DATA} (set HARDPROMPTS_DATA_DIR)")
+    fsc = args.data_dir or default_data_dir()
+    if not (fsc / "sst-2").is_dir():
+        raise SystemExit(f"SST-2 splits not found under {fsc}: pass the fsc/ folder to --data-dir")
     torch.set_num_threads(1)  # the local backend's cells: one thread, as each Ray cell
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="sweep-scaling-") as tmp:
-        data = make_data(Path(tmp) / "data", args.test_examples)
+        data = make_data(Path(tmp) / "data", fsc, args.test_examples)
         for name in args.backends.split(","):
             backend, workers = ("local", 1) if name == "local" else ("ray", int(name[3:]))
             print(f"{name}: 8 cells of {args.steps} steps ...", file=sys.stderr, flush=True)

@@ -28,7 +28,7 @@ Both use the same maths (gap reward 200/180, z-score, x5, loss (v2 + v3)/2, Adam
 naive reward is checked against hardprompts' on two prompts before anything is timed. Models are
 random (no downloads): a policy shaped like distilgpt2 (6 layers, 768 wide), a masked target
 shaped like distilroberta-base (6 layers, 768), and a causal target shaped like the policy, all
-with a vocabulary of 8,192 (a byte-level BPE trained on Yelp sentences of ../shared/data/tst).
+with a vocabulary of 8,192 (a byte-level BPE trained on Yelp sentences of the data tree's tst/).
 The step scores 16 prompts of 5 tokens on the 32 SST-2 training examples (split 16-42); the
 reward cache is off so that every step pays for its scoring. Each case runs in its own process,
 so that the peak resident memory printed (``resource.getrusage``) is that case's own.
@@ -37,7 +37,10 @@ so that the peak resident memory printed (``resource.getrusage``) is that case's
     python benchmarks/train_step.py --steps 3 --warmup 1          # steadier numbers
     python benchmarks/train_step.py --threads 8 --device cuda --warmup 1   # a dedicated machine
     python benchmarks/train_step.py --layers 2 --width 64 --vocab 2048    # quick check
-    python benchmarks/train_step.py --data /path/to/shared/data      # data outside ../shared
+    python benchmarks/train_step.py --data /path/to/data      # a data tree (fsc/, tst/) elsewhere
+
+The data tree is found as the library finds it: ``$HARDPROMPTS_DATA_DIR``, else the cache that
+``hardprompts data fetch sst-2 yelp-sentiment`` fills.
 """
 
 from __future__ import annotations
@@ -71,8 +74,6 @@ from hardprompts.tasks import ClassificationTask, load_split
 from hardprompts.training import RunContext
 
 REPO = Path(__file__).resolve().parents[1]
-# The team's data folder (../shared/data from the repository root; --data elsewhere).
-SHARED = REPO.parent / "shared" / "data"
 SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<|endoftext|>"]
 VERBALIZERS = [" terrible", " great"]
 TEMPLATES = {"masked": "{x} {prompt} {mask} .", "causal": "{x} {prompt}"}
@@ -81,6 +82,24 @@ TEMPLATES = {"masked": "{x} {prompt} {mask} .", "causal": "{x} {prompt}"}
 # ----------------------------------------------------------------------------------------------
 # Models and tokenizers (random weights, built here)
 # ----------------------------------------------------------------------------------------------
+
+
+def default_data_root() -> Path:
+    """The data tree's root holding SST-2 (``fsc/``) and the Yelp sentences (``tst/``), as the
+    library finds them (:mod:`hardprompts.datastore`): ``$HARDPROMPTS_DATA_DIR``, else the cache
+    that ``hardprompts data fetch`` fills. Nothing is downloaded; absent, exits with the fixes."""
+    from hardprompts import datastore
+
+    need = [datastore.dataset("sst-2"), datastore.dataset("yelp-sentiment")]
+    roots = [folder.parent for folder in datastore.places(need[0])]
+    for root in roots:
+        if all(ds.present_in(root / ds.folder) for ds in need):
+            return root
+    raise SystemExit(
+        f"SST-2 and the Yelp sentences not found together in {', '.join(map(str, roots))}. Fix: "
+        "run `hardprompts data fetch sst-2 yelp-sentiment`, or set HARDPROMPTS_DATA_DIR to a "
+        "folder holding fsc/ and tst/, or pass --data"
+    )
 
 
 def train_tokenizer(vocab: int, out: Path, shared: Path) -> None:
@@ -312,7 +331,10 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--data", default=str(SHARED), help="the shared data folder (holds fsc/ and tst/)"
+        "--data",
+        default=None,
+        help="the data tree (holds fsc/ and tst/; default: $HARDPROMPTS_DATA_DIR, else the "
+        "`hardprompts data fetch` cache)",
     )
     parser.add_argument("--targets", default="masked,causal")
     parser.add_argument("--impls", default="ours,naive")
@@ -325,6 +347,7 @@ def main() -> None:
         print(json.dumps(run_case(kind, impl, args)))
         return
 
+    args.data = args.data or str(default_data_root())
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hp-train-step-") as work:
         train_tokenizer(args.vocab, Path(work) / "tok", Path(args.data))

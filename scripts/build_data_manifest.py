@@ -17,7 +17,7 @@ byte-identical (checked here: the script fails otherwise), so the manifest keeps
 
 Usage::
 
-    python scripts/build_data_manifest.py --rlprompt MIRROR --ape MIRROR [--check ../shared/data]
+    python scripts/build_data_manifest.py --rlprompt MIRROR --ape MIRROR [--check DATA_DIR]
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ Not a test dependency: install the reference package yourself, e.g.
 
 Default model: the offline all-MiniLM-L6-v2 of the ``style`` extra (a WordPiece model, so no
 prefix-space question). Pairs: the first ``--n`` Yelp negative test sentences and their human
-rewrites (``../shared/data/tst/yelp/clean/sentiment.{test,ref}.0.clean``). Prints the largest
-absolute difference of raw F1 per layer.
+rewrites (``tst/yelp/clean/sentiment.{test,ref}.0.clean`` of the data tree:
+``$HARDPROMPTS_DATA_DIR``, else the cache that ``hardprompts data fetch yelp-sentiment`` fills;
+``--yelp-dir`` points elsewhere). Prints the largest absolute difference of raw F1 per layer.
 """
 
 from __future__ import annotations
@@ -18,15 +19,10 @@ from pathlib import Path
 
 import bert_score
 import torch
+from eval_small_lm import default_yelp_dir  # sibling script in scripts/
 
 from hardprompts.scorers import minilm_path
 from hardprompts.scorers.content import BertScoreContent
-
-REPO = Path(__file__).resolve().parents[1]
-YELP = next(
-    (d for d in (REPO / "../shared/data/tst/yelp/clean", REPO / "../../shared/data/tst/yelp/clean") if d.is_dir()),
-    REPO / "../shared/data/tst/yelp/clean",
-)  # fmt: skip
 
 
 def main() -> None:
@@ -35,10 +31,18 @@ def main() -> None:
     p.add_argument("--layers", type=int, nargs="+", default=[4, 6])
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--yelp-dir",
+        type=Path,
+        default=None,
+        help="Yelp data root holding clean/sentiment.{test,ref}.0.clean (default: tst/yelp of "
+        "$HARDPROMPTS_DATA_DIR, else of the `hardprompts data fetch` cache)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = args.model or str(minilm_path())
-    lines = lambda f: [s.strip() for s in (YELP / f).read_text().splitlines()][: args.n]  # noqa: E731
+    yelp = (args.yelp_dir or default_yelp_dir()) / "clean"
+    lines = lambda f: [s.strip() for s in (yelp / f).read_text().splitlines()][: args.n]  # noqa: E731
     srcs, refs = lines("sentiment.test.0.clean"), lines("sentiment.ref.0.clean")
     for layer in args.layers:
         _, _, ref_f1 = bert_score.score(

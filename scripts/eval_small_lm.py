@@ -14,6 +14,10 @@ Usage (from the repository root)::
 
     python scripts/eval_small_lm.py --out runs/yelp-small-eval.json
 
+The data is read where the library reads it: ``$HARDPROMPTS_DATA_DIR`` (a folder holding
+``fsc/`` and ``tst/``), else the cache that ``hardprompts data fetch yelp-sentiment sst-2`` fills;
+``--yelp-dir`` and ``--sst2-test`` point elsewhere.
+
 The training script imports :func:`evaluate` from this file to put the same numbers into the
 shipped model card.
 """
@@ -31,13 +35,39 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from hardprompts import datastore
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "src/hardprompts/builtin/yelp-small"
-DEFAULT_YELP_DIR = REPO_ROOT / "../shared/data/tst/yelp"
-DEFAULT_SST2_TEST = REPO_ROOT / "../shared/data/fsc/sst-2/test.tsv"
 TEST_FILES = ("clean/sentiment.test.0.clean", "clean/sentiment.test.1.clean")
 DEFAULT_TEMPLATE = "{sentence} It was"
 VERBALIZERS = (" terrible", " great")  # index = SST-2 label
+
+
+def data_folder(name: str, flag: str) -> Path:
+    """The data tree's family folder (``fsc/``, ``tst/``) holding dataset ``name``, found as the
+    library finds it (:func:`hardprompts.datastore.find`): ``$HARDPROMPTS_DATA_DIR``, else the
+    cache of ``hardprompts data fetch``. Nothing is downloaded: when absent, the error names the
+    fixes (``flag`` among them)."""
+    ds = datastore.dataset(name)
+    folder = datastore.find(ds)
+    if folder is None:
+        looked = ", ".join(str(p) for p in datastore.places(ds))
+        raise SystemExit(
+            f"dataset {name!r} not found (looked in {looked}). Fix: run `hardprompts data fetch "
+            f"{name}`, or set HARDPROMPTS_DATA_DIR to a folder holding {ds.folder}/, or pass {flag}"
+        )
+    return folder
+
+
+def default_yelp_dir(flag: str = "--yelp-dir") -> Path:
+    """The Yelp style-transfer root (``tst/yelp``, holding ``clean/``) of the data tree."""
+    return data_folder("yelp-sentiment", flag) / "yelp"
+
+
+def default_sst2_test(flag: str = "--sst2-test") -> Path:
+    """The SST-2 test split (``fsc/sst-2/test.tsv``) of the data tree."""
+    return data_folder("sst-2", flag) / "sst-2" / "test.tsv"
 
 
 def load_model(model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -133,12 +163,17 @@ def zero_shot_accuracy(
 
 def evaluate(
     model_dir: Path,
-    yelp_dir: Path = DEFAULT_YELP_DIR,
-    sst2_test: Path = DEFAULT_SST2_TEST,
+    yelp_dir: Path | None = None,
+    sst2_test: Path | None = None,
     template: str = DEFAULT_TEMPLATE,
     batch_size: int = 64,
 ) -> dict:
-    """Held-out Yelp perplexity (per file and pooled) and zero-shot SST-2 test accuracy."""
+    """Held-out Yelp perplexity (per file and pooled) and zero-shot SST-2 test accuracy.
+
+    ``yelp_dir`` / ``sst2_test`` default to the data tree's (:func:`default_yelp_dir`,
+    :func:`default_sst2_test`)."""
+    yelp_dir = yelp_dir or default_yelp_dir()
+    sst2_test = sst2_test or default_sst2_test()
     torch.manual_seed(0)  # inference is deterministic; this only guards against surprises
     model, tokenizer = load_model(model_dir)
     per_file = {}
@@ -173,10 +208,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--yelp-dir",
         type=Path,
-        default=DEFAULT_YELP_DIR,
-        help="Yelp data root holding clean/sentiment.test.{0,1}.clean",
+        default=None,
+        help="Yelp data root holding clean/sentiment.test.{0,1}.clean (default: tst/yelp of "
+        "$HARDPROMPTS_DATA_DIR, else of the `hardprompts data fetch` cache)",
     )
-    parser.add_argument("--sst2-test", type=Path, default=DEFAULT_SST2_TEST)
+    parser.add_argument(
+        "--sst2-test",
+        type=Path,
+        default=None,
+        help="SST-2 test TSV (default: fsc/sst-2/test.tsv of $HARDPROMPTS_DATA_DIR, else of the "
+        "`hardprompts data fetch` cache)",
+    )
     parser.add_argument(
         "--template",
         default=DEFAULT_TEMPLATE,

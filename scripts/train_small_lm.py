@@ -22,6 +22,10 @@ argument whose default is the shipped run. Steps:
 Usage (from the repository root)::
 
     python scripts/train_small_lm.py
+
+The data is read where the library reads it: ``$HARDPROMPTS_DATA_DIR`` (a folder holding
+``fsc/`` and ``tst/``), else the cache that ``hardprompts data fetch yelp-sentiment sst-2`` fills;
+``--data-dir`` and ``--sst2-test`` point elsewhere.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from pathlib import Path
 import tokenizers
 import torch
 import transformers
-from eval_small_lm import DEFAULT_SST2_TEST, evaluate  # sibling script in scripts/
+from eval_small_lm import default_sst2_test, default_yelp_dir, evaluate  # sibling in scripts/
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
@@ -59,8 +63,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=REPO_ROOT / "../shared/data/tst/yelp",
-        help="Yelp data root holding clean/sentiment.dev.{0,1}.clean",
+        default=None,
+        help="Yelp data root holding clean/sentiment.dev.{0,1}.clean (default: tst/yelp of "
+        "$HARDPROMPTS_DATA_DIR, else of the `hardprompts data fetch` cache)",
     )
     p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "src/hardprompts/builtin/yelp-small")
     p.add_argument("--seed", type=int, default=0)
@@ -90,10 +95,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--sst2-test",
         type=Path,
-        default=DEFAULT_SST2_TEST,
-        help="SST-2 test TSV for the zero-shot check in the model card",
+        default=None,
+        help="SST-2 test TSV for the zero-shot check in the model card (default: fsc/sst-2/"
+        "test.tsv of $HARDPROMPTS_DATA_DIR, else of the `hardprompts data fetch` cache)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.data_dir is None:
+        args.data_dir = default_yelp_dir("--data-dir")
+    if args.sst2_test is None:
+        args.sst2_test = default_sst2_test()
+    return args
 
 
 def repo_relative(path: Path) -> str:

@@ -28,6 +28,10 @@ Usage (from the repository root, on one thread; about 15 / 2 minutes here)::
 
     nice -n 10 python scripts/train_style_classifier.py --dataset yelp
     nice -n 10 python scripts/train_style_classifier.py --dataset shakespeare
+
+The data is read where the library reads it: ``$HARDPROMPTS_DATA_DIR/tst``, else the cache that
+``hardprompts data fetch yelp-sentiment`` (or ``shakespeare``) fills; ``--data-dir`` points
+elsewhere.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from eval_small_lm import data_folder  # sibling scripts in scripts/
 from train_small_lm import cpu_name, repo_relative, write_atomically
 from train_small_lm import describe_file as _describe
 
@@ -50,16 +55,6 @@ from hardprompts.scorers.minilm import MINILM_ZIP_SHA256, minilm_path
 from hardprompts.scorers.style import StyleScorer, save_composed_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# ../shared/data/tst next to the repository (CI, /work/main); a git worktree one level deeper
-# finds it one more level up.
-DATA = next(
-    (
-        d
-        for d in (REPO_ROOT / "../shared/data/tst", REPO_ROOT / "../../shared/data/tst")
-        if d.is_dir()
-    ),
-    REPO_ROOT / "../shared/data/tst",
-)
 LABELS = {
     "yelp": {0: "negative", 1: "positive"},
     "shakespeare": {0: "early_modern", 1: "modern"},
@@ -73,6 +68,8 @@ SETTINGS_TRIED = {
         ("--train-layers 4 --epochs 20 (shipped)", 0.775),
     ],
 }
+#: The dataset preset whose files each --dataset reads (for finding the data tree's tst/).
+PRESETS = {"yelp": "yelp-sentiment", "shakespeare": "shakespeare"}
 DEFAULTS = {  # per dataset: the shipped runs
     "yelp": dict(epochs=2, lr=1e-4, eval_every=150, batch_size=32, train_layers=2),
     "shakespeare": dict(epochs=20, lr=1e-4, eval_every=0, batch_size=16, train_layers=4),
@@ -83,7 +80,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=sorted(LABELS), required=True)
     p.add_argument(
-        "--data-dir", type=Path, default=DATA, help="root holding yelp/ and shakespeare/"
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="root holding yelp/ and shakespeare/ (default: tst/ of $HARDPROMPTS_DATA_DIR, else "
+        "of the `hardprompts data fetch` cache)",
     )
     p.add_argument(
         "--out-dir", type=Path, default=None, help="default src/hardprompts/builtin/<dataset>-style"
@@ -123,6 +124,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             setattr(args, k, v)
     if args.out_dir is None:
         args.out_dir = REPO_ROOT / f"src/hardprompts/builtin/{args.dataset}-style"
+    if args.data_dir is None:
+        args.data_dir = data_folder(PRESETS[args.dataset], "--data-dir")
     return args
 
 

@@ -1,4 +1,6 @@
-"""The prompt-writing agent of StablePrompt (Kwon et al., EMNLP 2024; METHODS.md section 7).
+"""The prompt-writing agent of StablePrompt (Kwon et al., EMNLP 2024).
+
+Docs: Methods › StablePrompt (APPO) and Methods › Sample-and-select.
 
 An agent LLM reads a *meta-prompt* holding k input-output demonstrations from the training split
 (drawn by the task, :meth:`hardprompts.tasks.PromptTask.demonstrations`; for classification the
@@ -139,7 +141,7 @@ class AgentConfig(AlgorithmConfig):
         1.0, gt=0, le=1, description="Nucleus sampling mass; 1 = off (StablePrompt: 1.0)."
     )
     prompts_per_query: int = Field(
-        4, ge=1, description="Prompts sampled per meta-prompt. StablePrompt: 4 (METHODS.md 7)."
+        4, ge=1, description="Prompts sampled per meta-prompt. StablePrompt: 4 (Kwon et al. 2024)."
     )
     queries_per_step: int = Field(
         1,

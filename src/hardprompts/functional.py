@@ -11,7 +11,8 @@ Masked actions are given as ``-inf`` entries of Q: they get probability 0 and do
 value (nor τ for sparsemax). A row with no finite entry has no distribution; like
 ``torch.softmax``, the functions return NaN for it.
 
-Equation numbers and the reference table are in ``docs/METHODS.md`` sections 3 and 4.
+The equations are those of RLPrompt (Deng et al. 2022) and PIN (Choi et al. 2024), written out
+with hand-worked values in the docs: Methods › RLPrompt and Methods › PIN.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def _sparsemax_threshold(y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def sparsemax(z: Tensor, dim: int = -1) -> Tensor:
     """Sparsemax (Martins & Astudillo, 2016): the Euclidean projection of z onto the simplex.
 
-    sparsemax(z)_i = max(z_i − τ(z), 0), with τ as in METHODS.md §4. Differentiable (autograd);
-    its Jacobian is diag(s) − s sᵀ/|S| with s the support indicator.
+    sparsemax(z)_i = max(z_i − τ(z), 0), with τ as in PIN (Choi et al. 2024; docs: Methods › PIN).
+    Differentiable (autograd); its Jacobian is diag(s) − s sᵀ/|S| with s the support indicator.
 
     Args:
         z: [..., d, ...] scores; ``-inf`` entries are masked (probability 0, no effect on τ).
@@ -385,8 +386,8 @@ def sql_loss(
       both reference codes); everything computed from ``q_target`` and ``reward`` is detached.
     - ``q_target`` is the target network's Q at the same states s_t (not s_{t+1}); the shift to
       V'_{t+1} happens here. With ``q_target = q`` the targets are the online values (detached).
-    - Temperature: V = α·logsumexp(Q/α) or α·spmax(Q/α) (METHODS.md); PIN's code uses spmax(Q/α)
-      without the factor α. The two agree at α = 1, the papers' setting.
+    - Temperature: V = α·logsumexp(Q/α) or α·spmax(Q/α) (Choi et al. 2024); PIN's code uses
+      spmax(Q/α) without the factor α. The two agree at α = 1, the papers' setting.
     - Padding: ``mask`` must be a prefix; the last valid step of each row receives r. Padded steps
       contribute 0, and their Q rows, actions and targets are never read (they may hold ±inf).
     - Filtered actions (``-inf`` in q) are allowed anywhere except at the taken action a_t.

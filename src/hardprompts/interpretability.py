@@ -1,4 +1,5 @@
-"""Reading continuous prompts as tokens, and how faithful that reading is (METHODS.md 5 and 6).
+"""Reading continuous prompts as tokens, and how faithful that reading is (Wen et al. 2023;
+Patel et al. 2025; docs: Methods › PEZ and Methods › Soft prompts).
 
 * :func:`nearest_tokens`: project each row of a continuous prompt onto the nearest vocabulary
   embedding (cosine, PEZ's default, or L2), among allowed tokens only.

@@ -34,7 +34,8 @@ def per_class_accuracy(
 def gap(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """p(c|x,z) - max_{c' != c} p(c'|x,z) over the C verbalizers. logits [..., N, C] -> [..., N].
 
-    The other classes are excluded by index, not by value, so ties are handled (METHODS.md 2).
+    The other classes are excluded by index, not by value, so ties are handled
+    (docs: Methods › RLPrompt).
     """
     probs = logits.float().softmax(-1)
     index = labels.expand(probs.shape[:-1]).unsqueeze(-1)  # [..., N, 1]
@@ -106,7 +107,8 @@ def prompt_scores(
 
 
 def document_start_id(tokenizer, model=None) -> int:
-    """The token a prompt is conditioned on to score it as the start of a text (METHODS.md 6).
+    """The token a prompt is conditioned on to score it as the start of a text (Patel et al. 2025;
+    docs: Methods › Perplexity regularisation).
 
     The tokenizer's BOS; else the BOS the model was configured with (its ``config``, then its
     ``generation_config``): chat models such as Qwen2.5-Instruct have no tokenizer BOS, and their
@@ -127,7 +129,8 @@ def document_start_id(tokenizer, model=None) -> int:
 
 @torch.no_grad()
 def prompt_perplexity(prompts: Sequence[str], model, tokenizer) -> list[float]:
-    """PPL(z) = exp(-(1/T) Σ_t log p_ref(a_t | BOS, a_<t)) under a causal reference LM (METHODS.md 6).
+    """PPL(z) = exp(-(1/T) Σ_t log p_ref(a_t | BOS, a_<t)) under a causal reference LM
+    (Patel et al. 2025).
 
     Each prompt is tokenised by the reference tokenizer and scored after its document-start
     token (:func:`document_start_id`). An empty prompt has no perplexity (nan).

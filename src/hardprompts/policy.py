@@ -1,11 +1,11 @@
 """The prompt-writing policy of RLPrompt and PIN: a frozen causal LM with a trainable head ψ.
 
-Q_θ(s_t, ·) = W_LM · ψ(h_t) + b   (METHODS.md §3)
+Q_θ(s_t, ·) = W_LM · ψ(h_t) + b   (RLPrompt, Deng et al. 2022; docs: Methods › RLPrompt)
 
 h_t is the frozen LM's final hidden state for the prefix s_t = (BOS, a_0, …, a_{t−1}); W_LM and
 b are the frozen LM's output embedding and bias; only ψ (an MLP d → hidden → d) trains. The
-optional ignorable-token filter of PIN (METHODS.md §4, fix 2) masks Q to ``-inf`` outside the
-top-k of the LM's own next-token logits W_LM h_t + b.
+optional ignorable-token filter of PIN (Choi et al. 2024; docs: Methods › PIN, fix 2) masks Q
+to ``-inf`` outside the top-k of the LM's own next-token logits W_LM h_t + b.
 
 Because h_t depends on the frozen LM only, sampling returns the hidden states and the training
 code recomputes Q (online and target) from them with :meth:`PromptPolicy.q_values`, without
@@ -86,7 +86,7 @@ class _Head(nn.Module):
 def polyak_update(
     target_params: Iterable[Tensor], online_params: Iterable[Tensor], tau: float
 ) -> None:
-    """In place θ′ ← (1 − τ) θ′ + τ θ for matching parameter lists (METHODS.md §3, τ = 0.001)."""
+    """In place θ′ ← (1 − τ) θ′ + τ θ for matching parameter lists (RLPrompt: τ = 0.001)."""
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must be in [0, 1], got {tau!r}")
     target_params, online_params = list(target_params), list(online_params)

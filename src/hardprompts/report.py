@@ -13,7 +13,8 @@ and writes, atomically:
   perplexity, and a warning when the runs were judged by different LMs (not comparable).
 * ``tradeoff.png``: the test score against prompt perplexity, one line per method through its α
   points (ordered by α, labelled ``α=…``), error bars = std over seeds; log-scale x when the
-  perplexities span more than a factor of 10 (the paper's trade-off figure, METHODS.md 6).
+  perplexities span more than a factor of 10 (the trade-off figure of Patel et al. 2025;
+  docs: Methods › Perplexity regularisation).
 * ``tradeoff.json``: the score's name, the plotted series (method, α, perplexity, score, std) and
   the x scale, so tools and tests can read the figure's content without parsing pixels.
 """

@@ -1,4 +1,6 @@
-"""The shared, task-independent part of the RL training reward: METHODS.md §2 and §6.
+"""The shared, task-independent part of the RL training reward (RLPrompt, Deng et al. 2022, with
+the perplexity term of Patel et al. 2025; docs: Methods › RLPrompt, Methods › Perplexity
+regularisation).
 
 A task (:mod:`hardprompts.tasks`) gives the raw reward R_task(z) of each prompt (classification:
 RLPrompt's gap reward below); from there on every task is treated alike:
@@ -6,7 +8,7 @@ RLPrompt's gap reward below); from there on every task is treated alike:
     gap(x)   = p(c | x, z) − max_{c' ≠ c} p(c' | x, z)            (classification, over the C verbalizers)
     r(x)     = gap(x) · (λ₂ = 200 if gap(x) > 0 else λ₁ = 180)
     R_task   = mean_x r(x)
-    R_total  = R_task − α_ppl · log PPL(z)                        (§6; α_ppl = 0: off)
+    R_total  = R_task − α_ppl · log PPL(z)                        (Patel et al.; α_ppl = 0: off)
     R̃        = (R_total − mean_P R_total) / (std_P R_total + 1e-4)  (over the P prompts of a step,
                                                                    or within the task's groups)
     r_final  = 5 · R̃                                              (the reward the loss sees)
@@ -18,7 +20,7 @@ again is not scored again. The cache is part of the checkpoint: a resumed run th
 for exactly the prompts an uninterrupted run asks for, in the same batches, and gets
 bit-identical rewards. A task whose rewards are sampled (style transfer) is asked for every
 prompt every time, and may return groups: the z-score then runs within each group (per input,
-METHODS.md §9).
+as RLPrompt §4; docs: Guides › Style transfer).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def task_reward(
     correct_coef: float = 200.0,
     incorrect_coef: float = 180.0,
 ) -> Tensor:
-    """R_task(z): the mean gap reward of each prompt over the examples (METHODS.md §2).
+    """R_task(z): the mean gap reward of each prompt over the examples (Deng et al. 2022).
 
     Args:
         logits: [P, N, C] verbalizer logits of P prompts on N examples.
@@ -72,7 +74,7 @@ def task_reward(
 
 
 def perplexity_regularised(task: Tensor, log_perplexity: Tensor | None, weight: float) -> Tensor:
-    """R_total = R_task − α · log PPL(z) (METHODS.md §6). [P], [P] → [P]; α = 0 returns R_task."""
+    """R_total = R_task − α · log PPL(z) (Patel et al. 2025). [P], [P] → [P]; α = 0: R_task."""
     if weight == 0.0:
         return task
     if log_perplexity is None:
@@ -119,7 +121,7 @@ def shaped_reward(
 
 @torch.no_grad()
 def prompt_log_perplexity(prompts: Sequence[str], model, tokenizer) -> Tensor:
-    """log PPL(z) = −(1/T) Σ_t log p_ref(a_t | BOS, a_<t) of each prompt (METHODS.md §6). → [P].
+    """log PPL(z) = −(1/T) Σ_t log p_ref(a_t | BOS, a_<t) of each prompt (Patel et al. 2025). → [P].
 
     Batched version of :func:`hardprompts.metrics.prompt_perplexity` (same tokenisation: the
     stripped prompt, no special tokens, after the reference's document-start token), so the penalised
@@ -186,7 +188,7 @@ class TrainingReward:
         reward: which paper's task reward to ask for (default RLPrompt's, λ₂ = 200, λ₁ = 180).
         normalise: z-score over the step's prompts (within the task's groups, if it gives any).
         scale: the shaping factor after the z-score.
-        perplexity_weight: α of METHODS.md §6 (0 = off).
+        perplexity_weight: α of Patel et al. 2025 (0 = off).
         reference: (causal LM, tokenizer) for log PPL; needed when ``perplexity_weight`` > 0.
         cache: remember the scores of every prompt already seen (keyed by the exact string);
             only where ``task.deterministic_rewards`` (a prompt's reward is a function of it).

@@ -1,7 +1,7 @@
 """StablePrompt: PPO with an adaptive anchor (APPO) on an LLM agent that writes prompts.
 
 Kwon et al., "StablePrompt: Automatic Prompt Tuning using Reinforcement Learning for Large
-Language Models", EMNLP 2024; METHODS.md section 7. One training step:
+Language Models", EMNLP 2024; docs: Methods › StablePrompt (APPO). One training step:
 
 1. draw a meta-prompt of k demonstrations from the train split and let the policy (the agent
    with its "policy" LoRA adapter) sample 4 prompts from it;
@@ -15,7 +15,8 @@ Language Models", EMNLP 2024; METHODS.md section 7. One training step:
    policy better by more than ``anchor_threshold`` -> the anchor becomes an exact copy of the
    policy; worse by more than that -> the policy (value head and optimizer state too) rolls back
    to the anchor. The released code aliased the two models, so that neither the KL term nor the
-   rollback acted (METHODS.md section 7); here the anchor is a second LoRA adapter and a snapshot.
+   rollback acted (docs: Methods › StablePrompt (APPO)); here the anchor is a second LoRA
+   adapter and a snapshot.
 
 PPO is written here (no TRL trainer); the loss pieces are pure functions below, each with the
 equation beside the line computing it. Defaults follow the TRL ``PPOConfig`` that StablePrompt's

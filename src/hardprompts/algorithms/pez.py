@@ -1,5 +1,6 @@
 """PEZ: projected gradient descent over prompt embeddings (Wen et al., NeurIPS 2023, "Hard
-Prompts Made Easy"), with the perplexity regulariser of Patel et al. (2025). METHODS.md 5 and 6.
+Prompts Made Easy"), with the perplexity regulariser of Patel et al. (2025).
+Docs: Methods › PEZ and Methods › Perplexity regularisation.
 
 A continuous matrix P ∈ R^{T×d} lives in the target's input-embedding space. Each step:
 
@@ -28,11 +29,11 @@ label-word start is deterministic) and fresh optimizer moments. The last prompt 
 is scored on dev at the next evaluation, so no restart goes unscored; the loop keeps the best
 over all of them.
 
-Defaults follow the PEZ paper's language-model setting (METHODS.md 5): T = 10, lr 0.3, batch 16,
-grad clip 1.0, 5,000 steps (set ``train.steps: 5000``; the loop's default is RLPrompt's 12,000),
-and its script's schedule: a linear warm-up over 500 steps, then (with AdamW) a linear decay to 0
+Defaults follow the PEZ paper's language-model setting (Wen et al. 2023): T = 10, lr 0.3,
+batch 16, grad clip 1.0, 5,000 steps (set ``train.steps: 5000``; the loop's default is
+RLPrompt's 12,000), and its script's schedule: a linear warm-up over 500 steps, then (with AdamW) a linear decay to 0
 at the last step. PEZ's released LM script used Adafactor (with a constant rate after the
-warm-up: ``lr_schedule: constant``); METHODS.md specifies AdamW, which we use.
+warm-up: ``lr_schedule: constant``); we use AdamW (docs: Methods › PEZ).
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class PEZConfig(AlgorithmConfig):
 
 class ReferenceLM:
     """The causal LM that judges prompt perplexity: a named model, else the causal target, else
-    ``policy.model`` (METHODS.md 6; loaded on first use)."""
+    ``policy.model`` (Patel et al. 2025; loaded on first use)."""
 
     def __init__(self, ctx: RunContext, name: str | None) -> None:
         self.ctx = ctx

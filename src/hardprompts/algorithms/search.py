@@ -1,4 +1,6 @@
-"""Sample-and-select: the frozen agent's prompts, scored on train, chosen on dev (METHODS.md 7).
+"""Sample-and-select: the frozen agent's prompts, scored on train, chosen on dev.
+
+Docs: Methods › Sample-and-select.
 
 The baseline that ships beside StablePrompt's APPO: no training at all. Each loop step draws
 ``queries_per_step`` meta-prompts of fresh demonstrations from the train split, lets the frozen
@@ -29,7 +31,7 @@ __all__ = ["Search", "SearchConfig"]
 
 @register_algorithm("search")
 class SearchConfig(AgentConfig):
-    """Sample-and-select with the frozen agent (StablePrompt's baseline, METHODS.md 7)."""
+    """Sample-and-select with the frozen agent (StablePrompt's baseline, Kwon et al. 2024)."""
 
     name: Literal["search"] = Field("search", description="Selects this algorithm.")
     reward_batch_size: int | None = Field(

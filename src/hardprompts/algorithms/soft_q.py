@@ -3,12 +3,12 @@
 ``algorithm.name: rlprompt``
     Deng et al., "RLPrompt: Optimizing Discrete Text Prompts with Reinforcement Learning",
     EMNLP 2022. Shannon entropy (softmax policy), on-policy updates on the prompts just sampled,
-    top-256 sampling (METHODS.md §3).
+    top-256 sampling (docs: Methods › RLPrompt).
 ``algorithm.name: pin``
     Choi et al., "Hard Prompts Made Interpretable: Sparse Entropy Regularization for Prompt
     Tuning with RL", ACL 2024. Sparse Tsallis entropy (sparsemax policy), the ignorable-token
     filter (only the policy LM's own top-k next tokens), off-policy updates from a replay buffer of
-    the frozen LM's hidden states (METHODS.md §4).
+    the frozen LM's hidden states (docs: Methods › PIN).
 
 Both are one algorithm with different settings, so one class runs both. The policy is
 :class:`hardprompts.policy.PromptPolicy` (a frozen causal LM and a trainable head ψ with
@@ -33,7 +33,7 @@ the whole training set; ``prompt_train_batch_size: 16`` is the number of *prompt
 Scoring the whole split also makes the reward a function of the prompt alone, which the reward
 cache relies on.
 
-Replay (PIN, METHODS.md §4): the buffer counts whole prompts (capacity 64,000 prompts, batches of
+Replay (PIN, Choi et al. 2024): the buffer counts whole prompts (capacity 64,000 prompts, batches of
 256 prompts drawn uniformly with replacement), and no update happens before it holds one batch:
 with 16 prompts a step the first 15 steps only sample, score and store, and the first update is
 at step 16. Those steps log no ``losses/*``.
@@ -154,14 +154,14 @@ class SoftQConfig(AlgorithmConfig):
     perplexity_weight: float = Field(
         0.0,
         ge=0,
-        description="α of METHODS.md section 6: R_total = R_task − α·log PPL(z), before the "
-        "z-score (Patel et al. 2025). 0 = off.",
+        description="α of Patel et al. (2025): R_total = R_task − α·log PPL(z), before the "
+        "z-score (docs: Methods › Perplexity regularisation). 0 = off.",
     )
     perplexity_model: str | None = Field(
         None,
         description="Causal reference LM of the perplexity term and of result.json's "
         "prompt_perplexity (also when perplexity_weight is 0). Unset: the policy's frozen LM "
-        "(METHODS.md §6).",
+        "(Patel et al. 2025).",
     )
     reward_cache: bool = Field(
         True,
@@ -251,7 +251,7 @@ class PINConfig(SoftQConfig):
     ``policy.model``) and it trains 6,000 steps (``train.steps: 6000``). Loss: the bootstrapped
     (v2 + v3)/2, as RLPrompt. PIN's sparse-Tsallis module ships a "v1" that regresses Q on the
     Monte-Carlo return (``loss: mc_return`` here); its README's command runs ``algo=sql``,
-    RLPrompt's Shannon module, with ``loss_impl=v1`` (METHODS.md §4).
+    RLPrompt's Shannon module, with ``loss_impl=v1`` (docs: Methods › PIN).
     """
 
     name: Literal["pin"] = Field("pin", description="PIN (Choi et al., 2024).")
@@ -294,7 +294,7 @@ class PINConfig(SoftQConfig):
 
 
 # ----------------------------------------------------------------------------------------------
-# Replay buffer of frozen-LM hidden states (PIN, METHODS.md §4 fix 3)
+# Replay buffer of frozen-LM hidden states (PIN, Choi et al. 2024, fix 3)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -566,7 +566,7 @@ class SoftQPrompt(Algorithm):
         cfg = self.cfg
         reward, zscore_std = self._training_reward(batch)
         mask = None
-        if self.filter_k is not None:  # the same filter for online and target Q (METHODS.md §4)
+        if self.filter_k is not None:  # the same filter for online and target Q (PIN, fix 2)
             mask = self.policy.token_filter(batch.hidden, self.filter_k)  # [B, T, V]
             # The taken token is always allowed: the filter is recomputed here on another batch
             # shape, and a top-k boundary that flips would give Q(s_t, a_t) = −inf.

@@ -1,4 +1,5 @@
-"""Soft prompt tuning: the continuous baseline, read back as tokens (METHODS.md 6).
+"""Soft prompt tuning: the continuous baseline, read back as tokens (Lester et al. 2021;
+Patel et al. 2025; docs: Methods › Soft prompts).
 
 A continuous matrix P ∈ R^{T×d} in the target's input-embedding space is trained by AdamW on the
 cross-entropy of the verbalizer logits (so the task must offer label-word logits:

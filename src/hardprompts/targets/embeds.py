@@ -20,7 +20,7 @@ with ``"{x} {prompt} ..."`` and byte-level BPE the first prompt token carries th
 :meth:`EmbeddingScorer.prompt_ids` and :meth:`EmbeddingScorer.prompt_text` convert both ways.
 
 :func:`prompt_nll` is the reference-LM negative log-likelihood of a prompt given as embeddings
-(METHODS.md 6, the perplexity term of PEZ's loss), also differentiable.
+(Patel et al. 2025: the perplexity term of PEZ's loss), also differentiable.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def prompt_nll(
 ) -> Tensor:
     """Mean negative log-likelihood of prompts under a causal LM, from their input embeddings.
 
-    NLL(z) = −(1/T) Σ_t log p_ref(a_t | BOS, a_<t)   (METHODS.md 6; PPL(z) = exp(NLL(z)))
+    NLL(z) = −(1/T) Σ_t log p_ref(a_t | BOS, a_<t)   (Patel et al. 2025; PPL(z) = exp(NLL(z)))
 
     The value equals the NLL of the token ids (what :func:`hardprompts.metrics.prompt_perplexity`
     logs) when ``prompt_embeds`` are those tokens' embedding rows. Gradients with respect to

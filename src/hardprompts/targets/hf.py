@@ -1,6 +1,6 @@
 """In-process Hugging Face targets: masked and causal LMs scored in batched forwards.
 
-What makes scoring fast (METHODS.md section 1, "cost notes"), and where each happens:
+What makes scoring fast, and where each happens:
 
 * identical prompts are scored once (:meth:`HFTarget.score`);
 * all P x N (prompt, example) pairs go through batched forwards, sorted by length so that little

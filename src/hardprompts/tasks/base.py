@@ -10,7 +10,7 @@ rewards (tensors); they never see label words, labels or generated text.
   each prompt, before the shared, task-independent shaping of :class:`hardprompts.rewards.
   TrainingReward` (perplexity term, z-score, scale, cache). ``group`` says how the z-score
   normalises: over all prompts of a step (None), or within groups of prompts (style transfer:
-  prompts scored on the same input, METHODS.md section 9).
+  prompts scored on the same input, as RLPrompt §4; docs: Guides › Style transfer).
 * :class:`EvalResult` is one prompt's evaluation on a split: a primary ``score`` (the dev metric
   that picks the best prompt; ties broken by ``tiebreak``) and the family's ``metrics``.
 * :class:`RLPromptReward` and :class:`StablePromptReward` name the paper whose reward an algorithm
@@ -60,9 +60,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RLPromptReward:
-    """RLPrompt's task reward (Deng et al. 2022). Classification: the gap reward of METHODS.md
-    section 2 with λ₂ = ``correct_coef`` for a positive gap and λ₁ = ``incorrect_coef`` for a
-    negative one. A family without label words (style transfer: content + style, section 9)
+    """RLPrompt's task reward (Deng et al. 2022; docs: Methods › RLPrompt). Classification: the
+    gap reward with λ₂ = ``correct_coef`` for a positive gap and λ₁ = ``incorrect_coef`` for a
+    negative one. A family without label words (style transfer: content + style, RLPrompt §4)
     defines its own and rejects coefficients it does not use."""
 
     correct_coef: float = 200.0
@@ -71,8 +71,9 @@ class RLPromptReward:
 
 @dataclass(frozen=True)
 class StablePromptReward:
-    """StablePrompt's reward (Kwon et al. 2024, METHODS.md section 7). Classification:
-    ``accuracy_weight`` · accuracy + ``margin_weight`` · mean label-word logit margin."""
+    """StablePrompt's reward (Kwon et al. 2024; docs: Methods › StablePrompt (APPO)).
+    Classification: ``accuracy_weight`` · accuracy + ``margin_weight`` · mean label-word logit
+    margin."""
 
     accuracy_weight: float = 30.0
     margin_weight: float = 0.01

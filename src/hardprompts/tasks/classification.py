@@ -6,8 +6,9 @@ The family behind RLPrompt, PIN, PEZ, soft prompts and StablePrompt's classifica
   label words per target kind);
 * a prompt is applied by the template (``{x}`` input, ``{prompt}``, ``{mask}``), which the target
   encodes; the target returns label-word logits [P, N, C];
-* training reward: RLPrompt's gap reward (METHODS.md section 2) or StablePrompt's
-  accuracy + margin (section 7), per prompt, over the whole train split or given examples;
+* training reward: RLPrompt's gap reward (Deng et al. 2022; docs: Methods › RLPrompt) or
+  StablePrompt's accuracy + margin (Kwon et al. 2024; docs: Methods › StablePrompt (APPO)), per
+  prompt, over the whole train split or given examples;
 * evaluation: accuracy (the dev score), per-class accuracy, mean gap reward (the tie-break), n.
 """
 
@@ -220,10 +221,10 @@ class ClassificationTask:
             labels = labels[torch.as_tensor(list(examples), dtype=torch.long)]
         logits = self.target.score(list(prompts), texts)  # [P, N, C] label-word logits
         if isinstance(reward, RLPromptReward):
-            # r(x) = gap(x) · (λ₂ if gap > 0 else λ₁);  R = mean_x r(x)   (METHODS.md §2)
+            # r(x) = gap(x) · (λ₂ if gap > 0 else λ₁);  R = mean_x r(x)   (RLPrompt)
             r = gap_reward(logits, labels, reward.correct_coef, reward.incorrect_coef)
         elif isinstance(reward, StablePromptReward):
-            # R = 30 · acc + 0.01 · mean_x margin   (METHODS.md §7)
+            # R = 30 · acc + 0.01 · mean_x margin   (StablePrompt)
             r = stableprompt_reward(logits, labels, reward.accuracy_weight, reward.margin_weight)
         else:
             raise ConfigError(f"classification has no reward {type(reward).__name__}")

@@ -42,7 +42,7 @@ class Preset:
 
 
 def _sentiment(words: list[str]) -> Preset:
-    # RLPrompt / PIN: "{x} {prompt} <mask> ." with " terrible"/" great" (METHODS.md section 1).
+    # RLPrompt / PIN: "{x} {prompt} <mask> ." with " terrible"/" great" (Deng et al. 2022).
     return Preset(len(words), "{x} {prompt} {mask} .", words, "{x} {prompt}", words)
 
 

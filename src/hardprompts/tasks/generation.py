@@ -12,7 +12,7 @@ Instruction induction (``ii/<task>``), BIG-bench generation tasks (``bbii/<task>
   of the instruction-induction paper's evaluation (exact match after normalisation; ``contains``,
   ``exact_set`` or ``f1`` for five tasks), for bbii BIG-bench's ``exact_str_match`` with the task's
   ``output_regex``; any of several acceptable answers counts.
-* Training reward (METHODS.md section 10): StablePrompt's ``30 · metric`` on the batch; its margin
+* Training reward (StablePrompt, Kwon et al. 2024): its ``30 · metric`` on the batch; its margin
   term needs class logits, which a generated answer has not, so it is left out. RLPrompt's gap
   reward needs class scores too: ``rlprompt``/``pin`` are for classification and multiple choice.
 * Evaluation: ``score`` (mean metric over the split), ``n``, ``seconds``.
@@ -201,7 +201,7 @@ class GenerationTask(ExampleTask):
         chosen = train.examples if examples is None else [train.examples[i] for i in examples]
         _, scores, _ = self._outputs(list(prompts), chosen, None)
         metric = scores.mean(-1)  # [P]
-        # R = 30 · metric (METHODS.md §10); the margin term needs class logits, absent here.
+        # R = 30 · metric (StablePrompt); the margin term needs class logits, absent here.
         return TaskRewards(reward.accuracy_weight * metric, metrics={"score": metric})
 
     def describe(self, split: str) -> dict[str, Any]:

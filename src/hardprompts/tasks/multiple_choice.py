@@ -10,10 +10,10 @@ user files with a list of options and the index of the correct one.
   shared by its options). Nothing is generated. The prediction is the best-scored option.
 * The option scores play the part of class logits: softmax over a row gives a distribution over
   the options. So the classification rewards carry over unchanged: RLPrompt's gap reward
-  (``rlprompt``, ``pin``; METHODS.md section 2) and StablePrompt's ``30 · accuracy + 0.01 · margin``
-  (``appo``, ``search``; section 7), the margin being the correct option's log-likelihood minus the
-  best other's. These are StablePrompt's classification weights; its BIG-bench multiple-choice
-  code (``stableprompt_bbii_tc.py``) uses ``3 · accuracy + 0.05 · margin`` (set
+  (``rlprompt``, ``pin``; Deng et al. 2022) and StablePrompt's ``30 · accuracy + 0.01 · margin``
+  (``appo``, ``search``; Kwon et al. 2024), the margin being the correct option's log-likelihood
+  minus the best other's. These are StablePrompt's classification weights; its BIG-bench
+  multiple-choice code (``stableprompt_bbii_tc.py``) uses ``3 · accuracy + 0.05 · margin`` (set
   ``algorithm.reward_accuracy_weight: 3`` and ``reward_margin_weight: 0.05`` to reproduce it).
   Examples with fewer options are padded with -inf (never chosen).
 * ``task.chat``: the text is the chat-formatted user turn and each option follows the assistant
@@ -263,10 +263,10 @@ class MultipleChoiceTask(ExampleTask):
         scores = self.choice_scores(list(prompts), chosen)  # [P, N, C], option log-likelihoods
         labels = self._labels(chosen)
         if isinstance(reward, RLPromptReward):
-            # r(x) = gap(x) · (λ₂ if gap > 0 else λ₁) over the softmax of the options (METHODS.md §2)
+            # r(x) = gap(x) · (λ₂ if gap > 0 else λ₁) over the softmax of the options (RLPrompt)
             r = gap_reward(scores, labels, reward.correct_coef, reward.incorrect_coef)
         elif isinstance(reward, StablePromptReward):
-            # R = 30 · acc + 0.01 · mean_x (ℓ_correct − max_other ℓ)   (METHODS.md §7)
+            # R = 30 · acc + 0.01 · mean_x (ℓ_correct − max_other ℓ)   (StablePrompt)
             r = stableprompt_reward(scores, labels, reward.accuracy_weight, reward.margin_weight)
         else:
             raise ConfigError(f"multiple choice has no reward {type(reward).__name__}")

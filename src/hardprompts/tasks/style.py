@@ -1,5 +1,6 @@
 """Text style transfer (``task.kind: style_transfer``): a prompt makes a frozen causal LM rewrite
-a sentence in a target style (RLPrompt §4; PIN; Patel et al.; METHODS.md section 9).
+a sentence in a target style (RLPrompt, Deng et al. 2022, §4; PIN, Choi et al. 2024; Patel et al.
+2025, Fig. 4; docs: Guides › Style transfer).
 
 * data: sentences with a style label; the inputs are those *not* in ``task.target_style``.
   Presets ``yelp-sentiment`` and ``shakespeare`` read RLPrompt's files under ``task.data_dir``
@@ -97,7 +98,7 @@ YELP_DEV_INPUTS = 16  # RLPrompt's tst_helpers: "only use 16 examples for Yelp v
 
 @register_task_config("style_transfer")
 class StyleTransferTaskConfig(TaskConfig):
-    """Text style transfer: the target rewrites each input in ``target_style`` (METHODS.md 9)."""
+    """Text style transfer: the target rewrites each input in ``target_style`` (RLPrompt §4)."""
 
     kind: Literal["style_transfer"] = Field(
         "style_transfer",
