@@ -158,6 +158,34 @@ def test_choice_planner_counts_the_cache_once():
     assert forwards[False] >= 3  # each row also holds a copy of its text's cache
 
 
+def test_chunked_prefill_equals_one_forward_within_the_token_cap(lm):
+    """A prefill over more tokens than the cap goes through in column pieces of at most the cap:
+    the same last-position logits and the same cache on every real token as one forward."""
+    model, tok = lm
+    scorer = ChoiceScorer(model, tok, max_length=64, share_prefix=False)
+    prefixes, _ = scorer.encode(TEXTS, [[] for _ in TEXTS])
+    whole = choices_module.prefill(model, prefixes, scorer.pad_id)
+    shapes = []
+    hook = model.register_forward_pre_hook(
+        lambda mod, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True,
+    )
+    pieces = choices_module.prefill(model, prefixes, scorer.pad_id, max_tokens=12)
+    hook.remove()
+    n, lp = whole.mask.shape
+    assert lp > 3 and all(rows * cols <= 12 for rows, cols in shapes) and len(shapes) > 1
+    assert sum(cols for _, cols in shapes) == lp
+    torch.testing.assert_close(pieces.logits, whole.logits, atol=1e-5, rtol=1e-5)
+    real = whole.mask.bool()  # keys of padding columns are never read
+    for (k1, v1), (k2, v2) in zip(pieces.kv, whole.kv, strict=True):
+        torch.testing.assert_close(
+            k1.transpose(1, 2)[real], k2.transpose(1, 2)[real], atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            v1.transpose(1, 2)[real], v2.transpose(1, 2)[real], atol=1e-5, rtol=1e-5
+        )
+
+
 @pytest.mark.parametrize("share", [True, False])
 def test_choice_planner_counts_the_prefill_activations(monkeypatch, share):
     """Texts per prefill: a budget that holds two texts' cache and prefill activations, not three,
@@ -176,7 +204,7 @@ def test_choice_planner_counts_the_prefill_activations(monkeypatch, share):
     sizes = []
     real = choices_module.prefill
     monkeypatch.setattr(
-        choices_module, "prefill", lambda m, p, pad: sizes.append(len(p)) or real(m, p, pad)
+        choices_module, "prefill", lambda m, p, *rest: sizes.append(len(p)) or real(m, p, *rest)
     )
     torch.testing.assert_close(flat(scorer.logprobs(texts, options)), roomy, atol=1e-5, rtol=1e-6)
     assert sizes == [2, 2]

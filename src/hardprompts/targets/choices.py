@@ -87,9 +87,16 @@ def kv_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def prefill(model, prefixes: Sequence[Sequence[int]], pad_id: int) -> Prefill:
-    """Left-pad ``prefixes`` (every text then ends at the last column), run one forward with
-    explicit position ids and keep only the last position's logits and the cache."""
+def prefill(
+    model, prefixes: Sequence[Sequence[int]], pad_id: int, max_tokens: int | None = None
+) -> Prefill:
+    """Left-pad ``prefixes`` (every text then ends at the last column), run them through the model
+    with explicit position ids and keep only the last position's logits and the cache.
+
+    With ``max_tokens``, a batch of more tokens goes through in pieces of columns (chunked
+    prefill): each forward reads the cache of the columns before it and adds its own, so one
+    forward's activations stay within ``max_tokens`` tokens however long the texts are. The cache
+    and the logits are those of one forward (to float rounding)."""
     device = next(model.parameters()).device
     n, lp = len(prefixes), max(len(p) for p in prefixes)
     ids = torch.full((n, lp), pad_id, dtype=torch.long)
@@ -107,7 +114,17 @@ def prefill(model, prefixes: Sequence[Sequence[int]], pad_id: int) -> Prefill:
     # A cache without the model's config keeps every key: a sliding-window cache would keep only
     # the last window - 1, which the copies of :func:`cache_rows` cannot be masked against.
     keep[cache_keyword(model)] = DynamicCache()
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep)
+    width = lp if not max_tokens else max(1, max_tokens // n)  # columns per forward
+    for start in range(0, lp, width):
+        end = min(lp, start + width)
+        out = model(
+            input_ids=ids[:, start:end],
+            attention_mask=mask[:, :end],  # the columns so far: cached keys, then this piece's
+            position_ids=positions[:, start:end],
+            use_cache=True,
+            **keep,
+        )
+        keep[cache_keyword(model)] = output_cache(out)
     return Prefill(out.logits[:, -1].float(), kv_layers(output_cache(out)), mask, mask.sum(1))
 
 
@@ -257,7 +274,7 @@ class ChoiceScorer:
         return out
 
     def _score_chunk(self, chunk, prefixes, continuations, out) -> None:
-        pre = prefill(self.model, [prefixes[i] for i in chunk], self.pad_id)
+        pre = prefill(self.model, [prefixes[i] for i in chunk], self.pad_id, self.tokens_per_batch)
         first = pre.logits.log_softmax(-1)  # [n, V]: log p(c_0 | text)
         kv = pre.kv
 

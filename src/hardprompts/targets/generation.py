@@ -178,7 +178,7 @@ class TextGenerator:
 
     def _decode_chunk(self, prefixes, num_samples, max_new_tokens, stop, sampling) -> list[str]:
         device = next(self.model.parameters()).device
-        pre = prefill(self.model, prefixes, self.pad_id)
+        pre = prefill(self.model, prefixes, self.pad_id, self.tokens_per_batch)
         rows = torch.arange(len(prefixes), device=device).repeat_interleave(num_samples)  # [R]
         positions = pre.lengths.index_select(0, rows)  # position of each row's next token
         logits = pre.logits.index_select(0, rows)  # [R, V]
