@@ -21,22 +21,23 @@ inputs and 30 new tokens, the two are of one size and the benchmark mostly measu
 interpreter and the weights; 512 tokens is 17 times the new tokens of (b) and still runs on one
 CPU thread in minutes (longer contexts: ``--input-tokens 4096 --device cuda``).
 
-Both paths use the same planner settings: by default those of a target on a CPU (2,048 tokens
-per forward, a 2,048 MiB memory budget); ``--tokens-per-batch none`` plans as a target on a GPU
-does (no token cap: the memory budget alone sets the batches). Each path runs in a fresh process,
+Both paths use the same planner settings, by default those of a target on the device: on a CPU,
+2,048 tokens per forward and a 2,048 MiB memory budget; on a GPU, no token cap (the memory budget
+alone sets the batches). ``--tokens-per-batch none`` plans as on a GPU while running on a CPU. Each path runs in a fresh process,
 so that the peak of one does not hide the other's: after the model is built and one small warm-up
 call, the peak is reset, then the case runs once. Peak memory: resident set (VmHWM) on a CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU; both include the model. On a CPU the workers run
 with glibc's mmap threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``): with glibc's default,
 moving threshold, freed tensors stay in the heap and the resident peak counts what the allocator
-kept rather than what was alive (for the shared path of (a) on the Llama-shaped model: 141 MB
-above the model against 91 MB live). ``model_mb`` is the memory held before the call (the model,
-the inputs and, on a CPU, the interpreter and its libraries: about 750 MB), which neither path can
-shed; ``floor_ratio`` = ``model_mb`` / ``copy_peak_mb`` is the peak ratio that a shared path adding
-nothing at all would reach. ``*_above_model_mb`` is the peak less ``model_mb``. The case's results are compared: the largest difference
-of the options' log-likelihoods (a), and whether greedy outputs (4 texts, 30 tokens) and the
-seeded samples are identical (b). The words are a synthetic vocabulary of the model's size (a
-word-level tokenizer; random weights give random text, which is all that is needed here).
+kept rather than what was alive (for the shared path of (a) on the Llama-shaped model with
+``--inputs 3``: 141 MB above the model against 91 MB live). ``model_mb`` is the memory held
+before the call (the model, the inputs and, on a CPU, the interpreter and its libraries: about
+750 MB), which neither path can shed; ``floor_ratio`` = ``model_mb`` / ``copy_peak_mb`` is the
+peak ratio that a shared path adding nothing at all would reach. ``*_above_model_mb`` is the
+peak less ``model_mb``. The case's results are compared: the largest difference of the options'
+log-likelihoods (a), and whether greedy outputs (4 texts, 30 tokens) and the seeded samples are
+identical (b). The words are a synthetic vocabulary of the model's size (a word-level
+tokenizer; random weights give random text, which is all that is needed here).
 
 One thread (``torch.set_num_threads(1)``), as on the shared CI machines; ``--threads`` changes it.
 The JSON gives, per case, the whole-process peak of each path (``copy_peak_mb``,
@@ -48,7 +49,8 @@ top the input length and the number of threads.
     python benchmarks/prefix_sharing.py --json             # the same as JSON
     python benchmarks/prefix_sharing.py --layers 2 --width 128 --inputs 8 --samples 16 \
         --input-tokens 64                                  # quick
-    python benchmarks/prefix_sharing.py --device cuda      # on a GPU
+    python benchmarks/prefix_sharing.py --tokens-per-batch none  # GPU planning on a CPU
+    python benchmarks/prefix_sharing.py --device cuda      # on a GPU (GPU planning)
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from transformers import (
 
 from hardprompts.targets.choices import ChoiceScorer
 from hardprompts.targets.generation import TextGenerator
+from hardprompts.targets.hf import CPU_TOKENS_PER_BATCH
 
 VOCAB = {"gpt2": 50257, "llama": 32000}
 QUOTE = 7  # the id of the word '"' (the template's quotes and the stop string)
@@ -226,13 +229,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--tokens-per-batch",
-        default="2048",
-        help="the planners' cap on tokens per forward: 2048 (a target on a CPU) or 'none' (on a GPU)",
+        default="auto",
+        help="the planners' cap on tokens per forward: a number, 'none', or 'auto' (the targets' "
+        "default: 2048 on a CPU, none on a GPU)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # model:case:path, in a subprocess
     args = parser.parse_args()
+    if args.tokens_per_batch == "auto":  # as the targets choose (HFTarget, tokens_per_batch)
+        args.tokens_per_batch = str(CPU_TOKENS_PER_BATCH) if args.device == "cpu" else "none"
     if args.worker:
         print(json.dumps(run_path(args)))
         return
