@@ -42,18 +42,10 @@ ALPHAS = [0.0, 1.0]
 
 
 def default_data_dir() -> Path:
-    """``fsc/`` of the data tree, as the library finds it (:func:`hardprompts.datastore.find`):
-    ``$HARDPROMPTS_DATA_DIR``, else the cache that ``hardprompts data fetch`` fills. Nothing is
-    downloaded; absent, exits with the fixes."""
-    ds = datastore.dataset("sst-2")
-    folder = datastore.find(ds)
-    if folder is None:
-        looked = ", ".join(str(p) for p in datastore.places(ds))
-        raise SystemExit(
-            f"SST-2 not found (looked in {looked}). Fix: run `hardprompts data fetch sst-2`, or "
-            "set HARDPROMPTS_DATA_DIR to a folder holding fsc/, or pass --data-dir"
-        )
-    return folder
+    """``fsc/`` of the data tree, as the library finds it: ``$HARDPROMPTS_DATA_DIR``, else the
+    cache that ``hardprompts data fetch`` fills. Nothing is downloaded; absent, the error names the
+    fixes."""
+    return datastore.require_local("sst-2", "--data-dir")
 
 
 def make_data(root: Path, fsc: Path, test_examples: int) -> Path:

@@ -49,15 +49,7 @@ def data_folder(name: str, flag: str) -> Path:
     library finds it (:func:`hardprompts.datastore.find`): ``$HARDPROMPTS_DATA_DIR``, else the
     cache of ``hardprompts data fetch``. Nothing is downloaded: when absent, the error names the
     fixes (``flag`` among them)."""
-    ds = datastore.dataset(name)
-    folder = datastore.find(ds)
-    if folder is None:
-        looked = ", ".join(str(p) for p in datastore.places(ds))
-        raise SystemExit(
-            f"dataset {name!r} not found (looked in {looked}). Fix: run `hardprompts data fetch "
-            f"{name}`, or set HARDPROMPTS_DATA_DIR to a folder holding {ds.folder}/, or pass {flag}"
-        )
-    return folder
+    return datastore.require_local(name, flag)
 
 
 def default_yelp_dir(flag: str = "--yelp-dir") -> Path:

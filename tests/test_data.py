@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from hardprompts import datastore
 from hardprompts.cli import app
 from hardprompts.config import load_config
-from hardprompts.errors import ConfigError
+from hardprompts.errors import ConfigError, DataError
 
 runner = CliRunner()
 needs_data = pytest.mark.skipif(
@@ -205,6 +205,20 @@ def test_no_mirror_no_network_one_message_with_both_fixes(fresh, monkeypatch):
     assert res.exit_code == 2 and res.output.count("error:") == 1
     msg = " ".join(res.output.split())
     assert "--mirror URL" in msg and "HARDPROMPTS_DATA_DIR" in msg
+
+
+@needs_data
+def test_scripts_find_data_where_the_library_does_and_never_download(fresh, monkeypatch):
+    with serve(DATA_ROOT) as (url, log):
+        monkeypatch.setenv("HARDPROMPTS_DATA_MIRROR", url)  # reachable, yet never used
+        with pytest.raises(DataError) as err:
+            datastore.require_local("sst-2", "--data-dir")
+        monkeypatch.setenv("HARDPROMPTS_DATA_DIR", str(DATA_ROOT))
+        assert datastore.require_local("sst-2", "--data-dir") == DATA_ROOT / "fsc"
+    assert log == []
+    msg = str(err.value)
+    assert "hardprompts data fetch sst-2" in msg and "HARDPROMPTS_DATA_DIR" in msg
+    assert msg.endswith("or pass --data-dir")
 
 
 def test_offline_never_downloads(fresh, monkeypatch, tmp_path):

@@ -190,6 +190,18 @@ def find(ds: Dataset, data_dir: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
+def require_local(name: str, flag: str) -> Path:
+    """The family folder holding preset ``name`` where it already is (:func:`find`), for scripts
+    that take the folder as ``flag``: nothing is downloaded, and the DataError when it is absent
+    names ``flag`` beside the other fixes."""
+    ds = dataset(name)
+    found = find(ds)
+    if found is None:
+        err = missing_error(ds, [str(p) for p in places(ds)], "not fetched yet")
+        raise DataError(f"{err}, or pass {flag}")
+    return found
+
+
 def locate(
     name: str, data_dir: str | os.PathLike | None = None, field: str = "task.data_dir"
 ) -> Path:
