@@ -8,11 +8,11 @@ import json
 import torch
 from rich.console import Console
 from rich.table import Table
+from run_helpers import demo_pin_sets, set_args
 from typer.testing import CliRunner
 
 from hardprompts import cli
 from hardprompts.cli import app
-from hardprompts.demo import DEMO_DATA
 from hardprompts.training import below_reference_warning, steps_to_try, tidy_floats
 
 runner = CliRunner()
@@ -42,15 +42,8 @@ def test_short_run_advice():
 
 
 def test_tune_that_made_no_update_says_so(tiny_gpt2, tmp_path):
-    sets = [
-        "algorithm.name=pin", f"task.dataset={DEMO_DATA}", "task.split_seed=null",
-        "task.verbalizers=[' terrible', ' great']", f"target.model={tiny_gpt2}",
-        f"policy.model={tiny_gpt2}", "policy.mlp_hidden=16", "algorithm.prompts_per_step=4",
-        "algorithm.replay_batch_size=12", "train.steps=2",
-    ]  # fmt: skip
-    res = runner.invoke(
-        app, ["tune", *(a for s in sets for a in ("--set", s)), "--out", str(tmp_path)]
-    )
+    sets = demo_pin_sets(tiny_gpt2) + ["algorithm.replay_batch_size=12", "train.steps=2"]
+    res = runner.invoke(app, ["tune", *set_args(sets), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["first_update_step"] == 3  # 12 prompts at 4 a step

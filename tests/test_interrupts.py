@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from run_helpers import demo_pin_sets, set_args
 from typer.testing import CliRunner
 
 from hardprompts.cli import app
-from hardprompts.demo import DEMO_DATA, resumed_config
+from hardprompts.demo import resumed_config
 from hardprompts.errors import ConfigError
 from hardprompts.interrupts import resume_command
 
@@ -45,21 +46,13 @@ def _interrupt_when(proc: subprocess.Popen, metrics: Path, lines: int, limit: fl
 
 
 def _tune_args(tiny_gpt2, out: Path) -> list[str]:
-    sets = [
-        "algorithm.name=pin",
-        f"task.dataset={DEMO_DATA}",
-        "task.split_seed=null",
-        "task.verbalizers=[' terrible', ' great']",
-        f"target.model={tiny_gpt2}",
-        f"policy.model={tiny_gpt2}",
-        "policy.mlp_hidden=16",
-        "algorithm.prompts_per_step=4",
+    sets = demo_pin_sets(tiny_gpt2) + [
         "algorithm.replay_batch_size=8",
         "train.steps=300",
         "train.eval_every=50",
         "train.checkpoint_every=1000",  # only the interrupt and the end write one
     ]
-    return ["tune", *(a for s in sets for a in ("--set", s)), "--out", str(out)]
+    return ["tune", *set_args(sets), "--out", str(out)]
 
 
 def _outcome(out: Path) -> dict:

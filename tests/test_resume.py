@@ -9,29 +9,21 @@ import shutil
 import stat
 
 import pytest
+from run_helpers import demo_pin_sets, set_args
 from typer.testing import CliRunner
 
 from hardprompts.cli import app
-from hardprompts.demo import DEMO_DATA
 
 runner = CliRunner()
 
 
 def _tune(tiny_gpt2, out, steps: int, *extra: str):
-    sets = [
-        "algorithm.name=pin",
-        f"task.dataset={DEMO_DATA}",
-        "task.split_seed=null",
-        "task.verbalizers=[' terrible', ' great']",
-        f"target.model={tiny_gpt2}",
-        f"policy.model={tiny_gpt2}",
-        "policy.mlp_hidden=16",
-        "algorithm.prompts_per_step=4",
+    sets = demo_pin_sets(tiny_gpt2) + [
         f"train.steps={steps}",
         "train.eval_every=2",
         "train.checkpoint_every=2",
     ]
-    args = ["tune", *(a for s in sets for a in ("--set", s)), "--out", str(out), *extra]
+    args = ["tune", *set_args(sets), "--out", str(out), *extra]
     return runner.invoke(app, args)
 
 

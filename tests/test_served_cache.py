@@ -13,6 +13,7 @@ import json
 
 import pytest
 from loopback_server import LoopbackServer
+from run_helpers import REVIEWS, set_args, write_reviews
 from tiny_models import make_tiny_gpt2
 from typer.testing import CliRunner
 
@@ -29,25 +30,14 @@ from hardprompts.targets.served import (
 from hardprompts.training import run
 
 runner = CliRunner()
-ROWS = [
-    ("the movie was great and fun", 1),
-    ("a terrible film , bad and boring", 0),
-    ("great acting , great cast", 1),
-    ("it was bad , not good", 0),
-    ("the plot was terrible", 0),
-    ("a good film , it was great", 1),
-]
+ROWS = REVIEWS
 PROMPTS = ["it was", "so", "the film feels"]
 ROOT = "/models/tiny"  # what /v1/models reports for both checkpoints (overwritten in place)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reviews")
-    for split, rows in (("train", ROWS), ("dev", ROWS[::-1]), ("test", ROWS[1:] + ROWS[:1])):
-        lines = ["sentence\tlabel"] + [f"{x}\t{y}" for x, y in rows]
-        (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return root
+    return write_reviews(tmp_path_factory.mktemp("reviews"))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +73,7 @@ def served_args(data, url, *extra, kind="openai"):
         "target.texts_per_request=4",
         *extra,
     ]
-    return [a for v in values for a in ("--set", v)]
+    return set_args(values)
 
 
 def eval_json(args):

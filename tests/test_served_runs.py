@@ -8,6 +8,7 @@ import json
 import pytest
 from fault_proxy import FaultProxy
 from loopback_server import LoopbackServer
+from run_helpers import REVIEWS, set_args, write_reviews
 from typer.testing import CliRunner
 
 import hardprompts.config
@@ -19,24 +20,13 @@ from hardprompts.modeling import load_lm, load_tokenizer
 from hardprompts.training import run
 
 runner = CliRunner()
-ROWS = [
-    ("the movie was great and fun", 1),
-    ("a terrible film , bad and boring", 0),
-    ("great acting , great cast", 1),
-    ("it was bad , not good", 0),
-    ("the plot was terrible", 0),
-    ("a good film , it was great", 1),
-]
+ROWS = REVIEWS
 FAULTS = ["429", "500", "reset", ("delay", 0.1), "503", "ok", "reset", "502"]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reviews")
-    for split, rows in (("train", ROWS), ("dev", ROWS[::-1]), ("test", ROWS[1:] + ROWS[:1])):
-        lines = ["sentence\tlabel"] + [f"{x}\t{y}" for x, y in rows]
-        (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return root
+    return write_reviews(tmp_path_factory.mktemp("reviews"))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +52,7 @@ def sets(data, url, *extra):
         "target.texts_per_request=4",
         *extra,
     ]
-    return [a for v in values for a in ("--set", v)]
+    return set_args(values)
 
 
 def tune_sets(data, url, tiny_gpt2, *extra):

@@ -534,10 +534,7 @@ def _compare_context(runs: list[RunFolder]) -> dict[str, Any]:
     if len(keys) > 1:
         raise DataError(
             "a comparison needs runs of one task (same task.kind and task.dataset); got "
-            + "; ".join(
-                f"{r.path}: {k}/{d}"
-                for r, (k, d) in zip(runs, [r.task_key for r in runs], strict=True)
-            )
+            + "; ".join(f"{r.path}: {r.task_key[0]}/{r.task_key[1]}" for r in runs)
         )
     scores = {r.score_name for r in runs}
     if len(scores) > 1:

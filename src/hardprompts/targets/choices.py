@@ -147,6 +147,32 @@ def shared_prefix(pre: Prefill, rows: torch.Tensor, capacity: int = 0) -> Shared
     )
 
 
+class TextIds:
+    """How a causal target's continuations see a text: the tokenizer's leading special tokens
+    (BOS), then the text; an empty text is conditioned on BOS (EOS when there is none). Batches are
+    padded with the pad token, else that same token, else 0."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.lead, _ = special_tokens_around(tokenizer)
+        bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.start_id = bos if bos is not None else eos
+        self.pad_id = pad if pad is not None else (self.start_id or 0)
+
+    def tokens(self, text: str) -> list[int]:
+        """The text's ids alone (no special tokens)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def prefix(self, text: str) -> list[int]:
+        """The ids a continuation of ``text`` is conditioned on."""
+        ids = self.lead + self.tokens(text)
+        if ids:
+            return ids
+        if self.start_id is None:
+            raise TargetError("an empty text with no BOS/EOS token leaves nothing to condition on")
+        return [self.start_id]
+
+
 def split_boundary(text: str, continuation: str) -> tuple[str, str]:
     """Move the whitespace that ends ``text`` to the front of ``continuation`` (see module doc)."""
     stripped = text.rstrip()
@@ -185,12 +211,8 @@ class ChoiceScorer:
         self.max_length = max_length
         self.tokens_per_batch = tokens_per_batch
         self.memory_budget = memory_budget_mb * 2**20
-        self.lead, _ = special_tokens_around(tokenizer)
-        start = (
-            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        )
-        self.start_id = start
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
+        self.ids = TextIds(tokenizer)
+        self.pad_id = self.ids.pad_id
         self.shares_prefix = True if share_prefix is None else share_prefix
         if share_prefix is None:
             self.shares_prefix = self._shared_prefix_matches()
@@ -207,20 +229,9 @@ class ChoiceScorer:
             raise ValueError(f"{len(texts)} texts but {len(continuations)} lists of continuations")
         prefixes, conts = [], []
         for text, options in zip(texts, continuations, strict=True):
-            stripped = text.rstrip()
-            ids = self.lead + self._tok(stripped)
-            if not ids:
-                if self.start_id is None:
-                    raise TargetError(
-                        "an empty text with no BOS/EOS token leaves nothing to condition on"
-                    )
-                ids = [self.start_id]
-            prefixes.append(ids)
-            conts.append([self._tok(split_boundary(text, c)[1]) for c in options])
+            prefixes.append(self.ids.prefix(text.rstrip()))
+            conts.append([self.ids.tokens(split_boundary(text, c)[1]) for c in options])
         return prefixes, conts
-
-    def _tok(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     # ------------------------------------------------------------------ scoring
 
@@ -366,7 +377,9 @@ class ChoiceScorer:
         if half < 2:  # no room for a continuation of two tokens: nothing to check on
             return False
         (a, b), _ = self.encode(["a short check sentence, and more", "ok"], [[], []])
-        one, two, three = (self._tok(c) for c in (" one two three four", " five", " six seven"))
+        one, two, three = (
+            self.ids.tokens(c) for c in (" one two three four", " five", " six seven")
+        )
         prefixes = [a[:half], b[:half]]
         options = [[one[:half], two[:half]], [three[:half]]]
         try:

@@ -39,6 +39,7 @@ from hardprompts.modeling import cache_keyword, choose_next, output_cache
 from hardprompts.targets.choices import (
     SHARED_PREFIX_ERRORS,
     Prefill,
+    TextIds,
     cache_rows,
     prefill,
     shared_prefix,
@@ -49,7 +50,6 @@ from hardprompts.targets.shared_prefix import (
     cache_bytes_per_token,
     check_calls,
 )
-from hardprompts.templates import special_tokens_around
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -88,12 +88,8 @@ class TextGenerator:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.tokens_per_batch = tokens_per_batch
-        self.lead, _ = special_tokens_around(tokenizer)
-        start = (
-            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        )
-        self.start_id = start
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
+        self.ids = TextIds(tokenizer)
+        self.pad_id = self.ids.pad_id
         eos = tokenizer.eos_token_id
         self.eos_ids = {eos} if eos is not None else set()
         self.shares_prefix = True if share_prefix is None else share_prefix
@@ -104,16 +100,7 @@ class TextGenerator:
 
     def encode(self, text: str) -> list[int]:
         """Ids of one text: leading special tokens, then the text (BOS/EOS alone when empty)."""
-        ids = self.lead + (
-            self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-        )
-        if not ids:
-            if self.start_id is None:
-                raise TargetError(
-                    "an empty text with no BOS/EOS token leaves nothing to condition on"
-                )
-            ids = [self.start_id]
-        return ids
+        return self.ids.prefix(text)
 
     @torch.no_grad()
     def generate(
@@ -231,7 +218,7 @@ class TextGenerator:
         """Decoding over the in-place cache must give the logits of plain forwards over the whole
         sequence (two texts, two rows each, a row dropped between steps); checked once."""
         half = self.max_length // 2
-        feed = self.tokenizer(" one two three", add_special_tokens=False)["input_ids"]
+        feed = self.ids.tokens(" one two three")
         if half < 2 or len(feed) < 2:
             return False
         device = next(self.model.parameters()).device
